@@ -169,7 +169,8 @@ impl Store {
         let size = self
             .blob_size(d.digest())?
             .ok_or_else(|| StoreError::BlobNotFound(d.digest().to_string()))?;
-        let reader = crate::content::open_blob_at(&self.blob_path(d.digest()), d.digest(), Some(size))?;
+        let reader =
+            crate::content::open_blob_at(&self.blob_path(d.digest()), d.digest(), Some(size))?;
         tar.append(&header(&blob_entry_path(d.digest()), size, false)?, reader)
             .ctx(|| format!("writing blob {} to the archive", d.digest()))
     }
@@ -208,7 +209,10 @@ impl Store {
             if kind.is_symlink() || kind.is_hard_link() {
                 if let Some(target) = entry.link_name().ok().flatten() {
                     let base = if kind.is_symlink() {
-                        path.parent().map(Path::to_path_buf).unwrap_or_default().join(target)
+                        path.parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default()
+                            .join(target)
                     } else {
                         target.into_owned()
                     };
@@ -230,11 +234,14 @@ impl Store {
                         .read_to_end(&mut bytes)
                         .ctx(|| format!("reading {name} from the archive"))?;
                     if bytes.len() as u64 > MAX_JSON_SIZE {
-                        return Err(StoreError::Invalid(format!("{name} in the archive is too large")));
+                        return Err(StoreError::Invalid(format!(
+                            "{name} in the archive is too large"
+                        )));
                     }
                     match name.as_str() {
                         "manifest.json" => {
-                            let m: Option<Vec<DockerManifestEntry>> = parse_json(&bytes, "the archive's manifest.json")?;
+                            let m: Option<Vec<DockerManifestEntry>> =
+                                parse_json(&bytes, "the archive's manifest.json")?;
                             contents.docker_manifest = Some(m.unwrap_or_default());
                         }
                         "index.json" => {
@@ -247,7 +254,10 @@ impl Store {
                 _ => {}
             }
             // Metadata of classic archives' v1 layers: not needed.
-            if matches!(path.file_name().and_then(|f| f.to_str()), Some("json" | "VERSION")) {
+            if matches!(
+                path.file_name().and_then(|f| f.to_str()),
+                Some("json" | "VERSION")
+            ) {
                 continue;
             }
             let expected: Option<Digest> = name
@@ -270,7 +280,9 @@ impl Store {
 
     fn load_oci(&self, contents: &ArchiveContents, index: &ImageIndex) -> Result<Vec<LoadedImage>> {
         if index.manifests().is_empty() {
-            return Err(StoreError::Invalid("the archive's index.json lists no images".into()));
+            return Err(StoreError::Invalid(
+                "the archive's index.json lists no images".into(),
+            ));
         }
         let docker_tags: HashMap<String, Vec<String>> = contents
             .docker_manifest
@@ -278,7 +290,10 @@ impl Store {
             .flatten()
             .filter_map(|m| {
                 let config = contents.resolve(&m.config)?;
-                Some((config.digest.to_string(), m.repo_tags.clone().unwrap_or_default()))
+                Some((
+                    config.digest.to_string(),
+                    m.repo_tags.clone().unwrap_or_default(),
+                ))
             })
             .collect();
         let mut loaded = Vec::new();
@@ -293,7 +308,9 @@ impl Store {
                 .or_else(|| {
                     // A ref.name that is only a tag (`latest`) names nothing by itself.
                     let r = annotations.get(ANNOTATION_REF_NAME)?;
-                    let looks_like_name = r.contains('/') || r.contains(':') || !docker_tags.contains_key(id.as_ref());
+                    let looks_like_name = r.contains('/')
+                        || r.contains(':')
+                        || !docker_tags.contains_key(id.as_ref());
                     looks_like_name.then(|| parse_docker_ref(r).ok()).flatten()
                 });
             names.extend(annotated);
@@ -304,7 +321,10 @@ impl Store {
             }
             self.add_image(d, &names)?;
             self.record_layers(d)?;
-            match loaded.iter_mut().find(|l: &&mut LoadedImage| l.target.digest() == d.digest()) {
+            match loaded
+                .iter_mut()
+                .find(|l: &&mut LoadedImage| l.target.digest() == d.digest())
+            {
                 Some(l) => l.names.extend(names),
                 None => loaded.push(LoadedImage {
                     names,
@@ -442,11 +462,14 @@ impl Store {
 
     fn detect_compression(&self, digest: &Digest) -> Result<Compression> {
         let mut head = [0u8; 6];
-        let mut file = std::fs::File::open(self.blob_path(digest))
-            .ctx(|| format!("opening blob {digest}"))?;
+        let mut file =
+            std::fs::File::open(self.blob_path(digest)).ctx(|| format!("opening blob {digest}"))?;
         let mut n = 0;
         while n < head.len() {
-            match file.read(&mut head[n..]).ctx(|| format!("reading blob {digest}"))? {
+            match file
+                .read(&mut head[n..])
+                .ctx(|| format!("reading blob {digest}"))?
+            {
                 0 => break,
                 k => n += k,
             }

@@ -121,7 +121,12 @@ impl Store {
             // Mark.
             let mut stack: Vec<(Digest, Option<MediaType>)> = entries
                 .iter()
-                .map(|e| (e.target.digest().clone(), Some(e.target.media_type().clone())))
+                .map(|e| {
+                    (
+                        e.target.digest().clone(),
+                        Some(e.target.media_type().clone()),
+                    )
+                })
                 .chain(roots.into_iter().map(|(_, d)| (d, None)))
                 .collect();
             let mut live: HashSet<Digest> = HashSet::new();
@@ -144,7 +149,9 @@ impl Store {
             // Sweep blobs, then temporary files (no lease and no critical section is running).
             let blobs_dir = self.layout_dir().join("blobs").join("sha256");
             let mut doomed = Vec::new();
-            for entry in fs::read_dir(&blobs_dir).ctx(|| format!("listing {}", blobs_dir.display()))? {
+            for entry in
+                fs::read_dir(&blobs_dir).ctx(|| format!("listing {}", blobs_dir.display()))?
+            {
                 let entry = entry.ctx(|| format!("listing {}", blobs_dir.display()))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let Ok(digest) = parse_digest(&format!("sha256:{name}")) else {
@@ -152,8 +159,7 @@ impl Store {
                 };
                 if !live.contains(&digest) {
                     let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(entry.path())
-                        .ctx(|| format!("deleting blob {digest}"))?;
+                    fs::remove_file(entry.path()).ctx(|| format!("deleting blob {digest}"))?;
                     report.reclaimed += size;
                     doomed.push(digest);
                 }
@@ -202,7 +208,11 @@ impl Store {
 
     /// The descriptors in a manifest or index blob whose references were never recorded. A blob
     /// of unknown type is parsed only when it looks like JSON; anything unparsable has none.
-    fn children_from_blob(&self, digest: &Digest, media_type: Option<&MediaType>) -> Vec<Descriptor> {
+    fn children_from_blob(
+        &self,
+        digest: &Digest,
+        media_type: Option<&MediaType>,
+    ) -> Vec<Descriptor> {
         let kind = media_type.map(media::kind);
         if kind == Some(Kind::Other) {
             return Vec::new();
@@ -211,7 +221,9 @@ impl Store {
             let mut first = [0u8; 1];
             r.read_exact(&mut first).is_ok() && first[0] == b'{'
         });
-        if !looks_like_json || self.blob_size(digest).ok().flatten().unwrap_or(u64::MAX) > MAX_JSON_SIZE {
+        if !looks_like_json
+            || self.blob_size(digest).ok().flatten().unwrap_or(u64::MAX) > MAX_JSON_SIZE
+        {
             return Vec::new();
         }
         let Ok(value) = self.read_json::<serde_json::Value>(digest) else {

@@ -263,7 +263,9 @@ impl Store {
         // Every entry with this image ID goes.
         let mut doomed = Vec::new();
         for e in &entries {
-            if e.target.digest() == target.digest() || self.image_id_of(&e.target).ok() == Some(id.clone()) {
+            if e.target.digest() == target.digest()
+                || self.image_id_of(&e.target).ok() == Some(id.clone())
+            {
                 doomed.push(e.clone());
             }
         }
@@ -275,10 +277,14 @@ impl Store {
             )));
         }
         if !force {
-            let doomed_digests: HashSet<&Digest> = doomed.iter().map(|e| e.target.digest()).collect();
-            let holders: Vec<String> = locked.read_meta(|m| m.roots())?
+            let doomed_digests: HashSet<&Digest> =
+                doomed.iter().map(|e| e.target.digest()).collect();
+            let holders: Vec<String> = locked
+                .read_meta(|m| m.roots())?
                 .into_iter()
-                .filter(|(h, d)| !h.starts_with(CACHE_HOLDER_PREFIX) && (doomed_digests.contains(d) || *d == id))
+                .filter(|(h, d)| {
+                    !h.starts_with(CACHE_HOLDER_PREFIX) && (doomed_digests.contains(d) || *d == id)
+                })
                 .map(|(h, _)| h)
                 .collect();
             if let Some(h) = holders.first() {
@@ -304,7 +310,10 @@ impl Store {
             return Ok(false);
         };
         let removed = entries.remove(pos);
-        if !entries.iter().any(|e| e.target.digest() == removed.target.digest()) {
+        if !entries
+            .iter()
+            .any(|e| e.target.digest() == removed.target.digest())
+        {
             entries.push(IndexEntry {
                 name: None,
                 target: removed.target,
@@ -359,7 +368,10 @@ impl Store {
                 }
             }
         }
-        Err(invalid(format!("{} nests indexes too deeply", target.digest())))
+        Err(invalid(format!(
+            "{} nests indexes too deeply",
+            target.digest()
+        )))
     }
 
     /// Reads the manifest and config of `target` for `platform`.
@@ -390,7 +402,9 @@ impl Store {
         let not_found = || StoreError::ImageNotFound(s.to_string());
         match parse_any(s) {
             Ok(AnyReference::Named(r)) => {
-                if let Some(e) = entries.iter().find(|e| e.name.as_ref() == Some(&r.tag_name_only()))
+                if let Some(e) = entries
+                    .iter()
+                    .find(|e| e.name.as_ref() == Some(&r.tag_name_only()))
                 {
                     return Ok(e.target.clone());
                 }
@@ -407,7 +421,12 @@ impl Store {
         }
         // A short ID: a prefix of an image ID, with or without `sha256:`.
         let prefix = s.strip_prefix("sha256:").unwrap_or(s);
-        if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
             return Err(not_found());
         }
         let mut found: Vec<(Digest, &IndexEntry)> = Vec::new();
@@ -471,7 +490,9 @@ fn set_name(entries: &mut Vec<IndexEntry>, name: Reference, target: &Descriptor)
     if let Some(pos) = entries.iter().position(|e| e.name.as_ref() == Some(&name)) {
         let old = entries.remove(pos);
         if old.target.digest() != target.digest()
-            && !entries.iter().any(|e| e.target.digest() == old.target.digest())
+            && !entries
+                .iter()
+                .any(|e| e.target.digest() == old.target.digest())
         {
             entries.push(IndexEntry {
                 name: None,

@@ -46,7 +46,9 @@ impl Store {
         io::copy(&mut tar, &mut hashing).ctx(|| "reading the layer".into())?;
 
         let (encoder, diff_id, uncompressed_size) = hashing.finish();
-        let blob = encoder.finish().ctx(|| "finishing the layer's compression".into())?;
+        let blob = encoder
+            .finish()
+            .ctx(|| "finishing the layer's compression".into())?;
         let info = blob.commit()?;
         let record = LayerRecord {
             digest: info.digest,
@@ -85,7 +87,13 @@ pub(crate) fn is_tar_header(block: &[u8; 512]) -> bool {
     let sum: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { u32::from(b' ') } else { u32::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u32::from(b' ')
+            } else {
+                u32::from(b)
+            }
+        })
         .sum();
     sum == stored
 }

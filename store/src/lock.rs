@@ -28,8 +28,7 @@ pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
 
 pub(crate) fn lock_exclusive(path: &Path) -> Result<File> {
     let file = open_lock_file(path)?;
-    file.lock()
-        .ctx(|| format!("locking {}", path.display()))?;
+    file.lock().ctx(|| format!("locking {}", path.display()))?;
     Ok(file)
 }
 

@@ -22,7 +22,8 @@ type LayerValue = (&'static str, &'static str, u64, Option<u64>);
 /// compressed digest -> (diffID, media type, size, uncompressed size)
 const LAYERS: TableDefinition<&str, LayerValue> = TableDefinition::new("store.layers");
 /// diffID -> compressed digests
-const DIFF_IDS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("store.diff_ids");
+const DIFF_IDS: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("store.diff_ids");
 /// parent blob digest -> child blob digests (manifest -> config and layers; index -> manifests)
 const REFS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("store.refs");
 /// holder -> blob digests it keeps alive
@@ -74,7 +75,9 @@ impl SnapshotHolder {
         }
         match s.strip_prefix("name:") {
             Some(n) => Ok(SnapshotHolder::Named(n.to_string())),
-            None => Err(StoreError::Invalid(format!("bad snapshot holder {s:?} in metadata"))),
+            None => Err(StoreError::Invalid(format!(
+                "bad snapshot holder {s:?} in metadata"
+            ))),
         }
     }
 }
@@ -272,13 +275,17 @@ impl MetaWrite<'_> {
 
     pub(crate) fn forget_blob(&self, digest: &Digest) -> Result<()> {
         let mut layers = self.txn.open_table(LAYERS)?;
-        let removed = layers.remove(digest.as_ref())?.map(|v| v.value().0.to_string());
+        let removed = layers
+            .remove(digest.as_ref())?
+            .map(|v| v.value().0.to_string());
         if let Some(diff_id) = removed {
             self.txn
                 .open_multimap_table(DIFF_IDS)?
                 .remove(diff_id.as_str(), digest.as_ref())?;
         }
-        self.txn.open_multimap_table(REFS)?.remove_all(digest.as_ref())?;
+        self.txn
+            .open_multimap_table(REFS)?
+            .remove_all(digest.as_ref())?;
         let holder = SnapshotHolder::Blob(digest.clone()).encode();
         let held: Vec<String> = {
             let holds = self.txn.open_multimap_table(SNAPSHOT_HOLDS)?;

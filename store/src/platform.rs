@@ -77,7 +77,10 @@ impl Platform {
 
     /// Among `candidates`, the index of the best one this platform runs: an exact match first,
     /// then the highest compatible variant.
-    pub fn best_match<'a>(&self, candidates: impl IntoIterator<Item = &'a Platform>) -> Option<usize> {
+    pub fn best_match<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = &'a Platform>,
+    ) -> Option<usize> {
         candidates
             .into_iter()
             .enumerate()
@@ -182,10 +185,22 @@ mod tests {
     fn parses_and_normalises() {
         let p = Platform::parse("linux/amd64/v3").unwrap();
         assert_eq!(p.to_string(), "linux/amd64/v3");
-        assert_eq!(Platform::parse("linux/aarch64").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("linux/aarch64").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
         assert!(Platform::parse("linux//amd64").is_err());
         assert!(Platform::parse("a/b/c/d").is_err());
         assert!(Platform::parse("").is_err());
@@ -210,7 +225,13 @@ mod tests {
         ];
         assert_eq!(host.best_match(&c), Some(2));
         assert!(!Platform::parse("linux/amd64").unwrap().can_run(&c[2]));
-        assert_eq!(Platform::parse("linux/arm64").unwrap().best_match(&c), Some(0));
-        assert_eq!(Platform::parse("windows/amd64").unwrap().best_match(&c), None);
+        assert_eq!(
+            Platform::parse("linux/arm64").unwrap().best_match(&c),
+            Some(0)
+        );
+        assert_eq!(
+            Platform::parse("windows/amd64").unwrap().best_match(&c),
+            None
+        );
     }
 }

@@ -72,7 +72,8 @@ mod grammar {
     pub const DOMAIN_NAME_COMPONENT: &str = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
     pub const OPTIONAL_PORT: &str = "(?::[0-9]+)?";
     pub const TAG: &str = r"[\w][\w.-]{0,127}";
-    pub const DIGEST: &str = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}";
+    pub const DIGEST: &str =
+        "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}";
     pub const IPV6: &str = r"\[(?:[a-fA-F0-9:]+)\]";
 
     pub fn path_component() -> String {
@@ -113,8 +114,7 @@ static ANCHORED_NAME: LazyLock<Regex> = LazyLock::new(|| {
         grammar::remote_name()
     ))
 });
-static ANCHORED_TAG: LazyLock<Regex> =
-    LazyLock::new(|| regex(&format!("^{}$", grammar::TAG)));
+static ANCHORED_TAG: LazyLock<Regex> = LazyLock::new(|| regex(&format!("^{}$", grammar::TAG)));
 static ANCHORED_DIGEST: LazyLock<Regex> =
     LazyLock::new(|| regex(&format!("^{}$", grammar::DIGEST)));
 static ANCHORED_IDENTIFIER: LazyLock<Regex> = LazyLock::new(|| regex("^[a-f0-9]{64}$"));
@@ -398,10 +398,7 @@ pub fn parse_named(s: &str) -> Result<Reference, ReferenceError> {
 pub fn parse_docker_ref(s: &str) -> Result<Reference, ReferenceError> {
     let named = parse_normalized_named(s)?;
     if named.digest.is_some() {
-        return Ok(Reference {
-            tag: None,
-            ..named
-        });
+        return Ok(Reference { tag: None, ..named });
     }
     Ok(named.tag_name_only())
 }
@@ -602,10 +599,7 @@ mod tests {
         assert!(parse_normalized_named("Busybox").is_err());
         assert!(with_name("busybox").unwrap().with_tag("-foo").is_err());
         assert!(with_name("busybox").unwrap().with_digest("foo").is_err());
-        assert_eq!(
-            Reference::parse("").unwrap_err(),
-            ReferenceError::NameEmpty
-        );
+        assert_eq!(Reference::parse("").unwrap_err(), ReferenceError::NameEmpty);
     }
 
     #[test]

@@ -82,7 +82,8 @@ impl Locked<'_> {
     /// Replaces `index.json` atomically (temp file, fsync, rename).
     pub(crate) fn write_entries(&self, entries: &[IndexEntry]) -> Result<()> {
         let index = index_from_entries(entries, true)?;
-        self.store.write_file_atomic(&self.store.index_path(), &canonical_json(&index)?)
+        self.store
+            .write_file_atomic(&self.store.index_path(), &canonical_json(&index)?)
     }
 
     pub(crate) fn store(&self) -> &Store {
