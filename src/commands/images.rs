@@ -76,10 +76,7 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         if !patterns.is_empty() {
             let Some(name) = &entry.name else { continue };
             let any = AnyReference::Named(name.clone());
-            let matched = patterns.iter().any(|p| {
-                reference::familiar_match(p, &any)
-                    || reference::familiar_match(&format!("{p}:*"), &any)
-            });
+            let matched = patterns.iter().any(|p| reference::familiar_match(p, &any));
             if !matched {
                 continue;
             }

@@ -431,13 +431,13 @@ pub fn parse_any(s: &str) -> Result<AnyReference, ReferenceError> {
     parse_normalized_named(s).map(AnyReference::Named)
 }
 
-/// Upstream `FamiliarMatch`: Go's `path.Match(pattern, familiar string)`, or against the full
-/// name when that fails. A malformed pattern matches nothing.
+/// Upstream `FamiliarMatch`: Go's `path.Match(pattern, familiar string)`, or against the familiar
+/// name (no tag or digest) when that fails. A malformed pattern matches nothing.
 pub fn familiar_match(pattern: &str, reference: &AnyReference) -> bool {
     match reference {
         AnyReference::Named(r) => {
             path_match(pattern, &r.familiar_string()).unwrap_or(false)
-                || path_match(pattern, &r.name()).unwrap_or(false)
+                || path_match(pattern, &r.familiar_name()).unwrap_or(false)
         }
         AnyReference::Digest(d) => path_match(pattern, d).unwrap_or(false),
     }
