@@ -333,7 +333,7 @@ pub(crate) fn open_database(path: &std::path::Path) -> Result<redb::Database> {
 }
 
 pub(crate) fn read<T>(
-    db: &redb::Database,
+    db: &impl ReadableDatabase,
     f: impl FnOnce(&MetaRead<'_>) -> Result<T>,
 ) -> Result<T> {
     let txn = db.begin_read()?;
