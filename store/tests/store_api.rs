@@ -164,7 +164,7 @@ fn names_resolve_and_move() {
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().any(|e| e.name.is_none()));
     store
-        .tag(&id.to_string(), &parse_docker_ref("old:v1").unwrap())
+        .tag(id.as_ref(), &parse_docker_ref("old:v1").unwrap())
         .unwrap();
     assert_eq!(store.resolve("old:v1").unwrap().id(), &id);
     assert_eq!(
@@ -177,7 +177,7 @@ fn names_resolve_and_move() {
         .tag("old:v1", &parse_docker_ref("old:v2").unwrap())
         .unwrap();
     assert!(matches!(
-        store.remove_image(&id.to_string(), false),
+        store.remove_image(id.as_ref(), false),
         Err(StoreError::Conflict(_))
     ));
     let r = store.remove_image("old:v1", false).unwrap();
