@@ -89,7 +89,7 @@ impl Schemas {
                 }
                 for env in doc["config"]["Env"].as_array().into_iter().flatten() {
                     let env = env.as_str().unwrap_or("");
-                    if !env.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+                    if env.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
                         out.push(format!("Env entry {env:?} is not NAME=value"));
                     }
                 }
@@ -306,7 +306,7 @@ fn what_the_store_writes_validates() {
         parse_docker_ref("localhost:5000/a/b:v1").unwrap(),
     ];
     store
-        .create_image(&lease, &config, &[layer_desc.clone()], &names)
+        .create_image(&lease, &config, std::slice::from_ref(&layer_desc), &names)
         .unwrap();
     // An untagged image too.
     let other = json!({"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]}});
