@@ -7,7 +7,10 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// Parse and normalise an image reference; print it as JSON.
-    ParseRef { reference: String },
+    ParseRef {
+        #[arg(allow_hyphen_values = true)]
+        reference: String,
+    },
 }
 
 pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
