@@ -299,7 +299,10 @@ fn save_and_load_round_trip() {
         .stdout(format!("Loaded image ID: {id}\n"));
 }
 
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+/// Archive members: (path, content).
+type Files<'a> = &'a [(&'a str, &'a [u8])];
+
+fn tar_of(files: Files<'_>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, content) in files {
         let mut h = tar::Header::new_ustar();
@@ -315,7 +318,7 @@ fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
 #[test]
 fn load_explains_bad_archives() {
     let root = Root::new();
-    let cases: [(&[(&str, &[u8])], &str); 5] = [
+    let cases: [(Files<'_>, &str); 5] = [
         (
             &[("manifest.json", b"null")],
             "manifest.json lists no images",
