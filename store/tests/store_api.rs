@@ -304,3 +304,78 @@ fn threads_share_the_store_without_losing_updates() {
     assert_eq!(named, 1 + 6 * 8);
     assert_eq!(store.read_meta(|m| m.roots()).unwrap().len(), 6 * 8);
 }
+
+#[test]
+fn docker_schema2_manifests_and_manifest_lists_resolve_by_platform() {
+    let (_tmp, store) = new_store();
+    let lease = store.lease().unwrap();
+    let host = strata_store::Platform::host();
+    let mut platform_manifests = Vec::new();
+    for (arch, content) in [
+        ("riscv64", &b"other"[..]),
+        (host.architecture.as_str(), &b"mine"[..]),
+    ] {
+        let layer = store.put_blob(&lease, &tar_with("f", content)).unwrap();
+        let config = json!({"architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest.to_string()]}});
+        let config = store
+            .put_blob(&lease, config.to_string().as_bytes())
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": config.digest.to_string(), "size": config.size},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                "digest": layer.digest.to_string(), "size": layer.size}],
+        });
+        let m = store
+            .put_blob(&lease, manifest.to_string().as_bytes())
+            .unwrap();
+        platform_manifests.push((arch.to_string(), m, config.digest));
+    }
+    let list = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": platform_manifests.iter().map(|(arch, m, _)| json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": m.digest.to_string(), "size": m.size,
+            "platform": {"architecture": arch, "os": "linux"},
+        })).collect::<Vec<_>>(),
+    });
+    let list = store.put_blob(&lease, list.to_string().as_bytes()).unwrap();
+    let target =
+        list.descriptor("application/vnd.docker.distribution.manifest.list.v2+json".into());
+    store
+        .add_image(&target, &[parse_docker_ref("multi:v1").unwrap()])
+        .unwrap();
+    drop(lease);
+
+    let image = store.resolve("multi:v1").unwrap();
+    assert_eq!(
+        image.id(),
+        &platform_manifests[1].2,
+        "the host's manifest is chosen"
+    );
+    assert_eq!(image.platform().architecture, host.architecture);
+    let other = store
+        .resolve_for(
+            "multi:v1",
+            &strata_store::Platform::parse("linux/riscv64").unwrap(),
+        )
+        .unwrap();
+    assert_eq!(other.id(), &platform_manifests[0].2);
+    assert!(
+        store
+            .resolve_for(
+                "multi:v1",
+                &strata_store::Platform::parse("linux/s390x").unwrap()
+            )
+            .is_err()
+    );
+    // Collection keeps every platform's blobs: the references were recorded from the list.
+    store.gc(&GcOptions::default(), &mut |_| Ok(())).unwrap();
+    for (_, m, config) in &platform_manifests {
+        assert!(store.has_blob(&m.digest) && store.has_blob(config));
+    }
+}
