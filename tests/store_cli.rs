@@ -239,6 +239,19 @@ fn save_and_load_round_trip() {
         .args(["tag", "busybox", "localhost:5000/bb:2"])
         .assert()
         .success();
+    // A second, different image in the same archive.
+    src.strata()
+        .args([
+            "import",
+            busybox_tar().to_str().unwrap(),
+            "second:v2",
+            "-m",
+            "another image",
+        ])
+        .assert()
+        .success();
+    let second = src.store().resolve("second:v2").unwrap().id().clone();
+    assert_ne!(second.to_string(), id);
     let manifest = src
         .store()
         .resolve("busybox")
@@ -250,7 +263,7 @@ fn save_and_load_round_trip() {
         let archive = tmp.path().join(format!("{format}.tar"));
         src.strata()
             .args(["save", "--format", format, "-o", archive.to_str().unwrap()])
-            .args(["busybox", "localhost:5000/bb:2"])
+            .args(["busybox", "localhost:5000/bb:2", "second:v2"])
             .assert()
             .success();
         // Compressed archives load too.

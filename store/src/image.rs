@@ -117,7 +117,8 @@ impl Store {
             .map_err(|e| invalid(format!("building a manifest: {e}")))?;
         let manifest_desc = self.put_json(lease, MediaType::ImageManifest, &manifest)?;
         self.add_image(&manifest_desc, names)?;
-        self.load_image(&manifest_desc, names.to_vec(), &Platform::host())
+        let names = names.iter().map(Reference::tag_name_only).collect();
+        self.load_image(&manifest_desc, names, &Platform::host())
     }
 
     /// Registers a manifest or index already in the store (pulled, loaded) as an image named
@@ -260,12 +261,11 @@ impl Store {
                 return Ok(removal);
             }
         }
-        // Every entry with this image ID goes.
+        // By name: that image's entries go. By ID or digest: every entry with the image ID.
         let mut doomed = Vec::new();
         for e in &entries {
-            if e.target.digest() == target.digest()
-                || self.image_id_of(&e.target).ok() == Some(id.clone())
-            {
+            let same_target = e.target.digest() == target.digest();
+            if same_target || (!by_name && self.image_id_of(&e.target).ok().as_ref() == Some(&id)) {
                 doomed.push(e.clone());
             }
         }

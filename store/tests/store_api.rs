@@ -379,3 +379,31 @@ fn docker_schema2_manifests_and_manifest_lists_resolve_by_platform() {
         assert!(store.has_blob(&m.digest) && store.has_blob(config));
     }
 }
+
+#[test]
+fn rmi_by_name_spares_other_manifests_of_the_same_config() {
+    let (_tmp, store) = new_store();
+    let a = image(&store, Some("a"), b"same");
+    let mut twin = a.manifest.clone();
+    twin.set_annotations(Some([("note".to_string(), "twin".to_string())].into()));
+    let lease = store.lease().unwrap();
+    let twin = store
+        .put_json(&lease, oci_spec::image::MediaType::ImageManifest, &twin)
+        .unwrap();
+    store
+        .add_image(&twin, &[parse_docker_ref("twin").unwrap()])
+        .unwrap();
+    drop(lease);
+    assert_eq!(store.resolve("twin").unwrap().id(), a.id());
+    let removal = store.remove_image("a", false).unwrap();
+    assert_eq!(removal.untagged, [parse_docker_ref("a").unwrap()]);
+    assert!(store.resolve("twin").is_ok());
+    assert!(store.resolve("a").is_err());
+    // By ID, both go (forced: two names).
+    store
+        .tag("twin", &parse_docker_ref("twin2").unwrap())
+        .unwrap();
+    assert!(store.remove_image(a.id().as_ref(), false).is_err());
+    store.remove_image(a.id().as_ref(), true).unwrap();
+    assert!(store.entries().unwrap().is_empty());
+}
