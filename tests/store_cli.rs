@@ -293,7 +293,8 @@ fn save_and_load_round_trip() {
                 &manifest,
                 "manifest digest kept"
             );
-            assert_eq!(check_consistent(&dst.path()), 2);
+            assert_eq!(dst.store().resolve("second:v2").unwrap().id(), &second);
+            assert_eq!(check_consistent(&dst.path()), 3);
         }
     }
     // From stdin, by ID: no names.
