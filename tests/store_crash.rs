@@ -54,23 +54,35 @@ fn sigkill_during_load_and_import_leaves_a_usable_store() {
         .assert()
         .success();
 
+    // How long each takes here, so the kills land inside the runs on any machine.
+    let scratch = Root::new();
+    let timed = |args: &[&str]| {
+        let start = Instant::now();
+        scratch.strata().args(args).assert().success();
+        start.elapsed().as_millis() as u64
+    };
+    let load_ms = timed(&["load", "-i", archive.to_str().unwrap()]);
+    let import_ms = timed(&["import", big.to_str().unwrap(), "timed"]);
+
     let root = Root::new();
     root.import_busybox("survivor");
     let mut rng = rand::rng();
     let mut killed = 0;
     for i in 0..8 {
         let mut cmd = root.strata_process();
-        if i % 2 == 0 {
+        let duration = if i % 2 == 0 {
             cmd.args(["load", "-i", archive.to_str().unwrap()]);
+            load_ms
         } else {
             cmd.args(["import", big.to_str().unwrap(), &format!("imported:{i}")]);
-        }
+            import_ms
+        };
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..duration.max(1))));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             killed += 1;
