@@ -81,14 +81,24 @@ impl Drop for Dockerd {
         // SIGTERM lets dockerd stop its containerd; SIGKILL if it takes too long.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd leaves its network namespace mounted in the exec root; unmount whatever is
+        // still mounted under our directory so it can be removed.
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        mounts.reverse();
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
     }
 }
 

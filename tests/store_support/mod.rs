@@ -71,10 +71,17 @@ impl Root {
 }
 
 /// A tar of a busybox rootfs: /bin/busybox, a symlink per applet, /etc/passwd and /etc/group.
+/// Built once (its bytes are deterministic) under Cargo's target tmp dir and reused.
 pub fn busybox_tar() -> &'static Path {
-    static TAR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &TAR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("store-tests");
+        let tar = cache.join("busybox.tar");
+        if tar.is_file() {
+            return tar;
+        }
+        std::fs::create_dir_all(&cache).unwrap();
+        let dir = tempfile::tempdir_in(&cache).unwrap();
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "etc", "tmp", "root"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -89,19 +96,20 @@ pub fn busybox_tar() -> &'static Path {
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-        let tar = dir.path().join("busybox.tar");
+        let partial = dir.path().join("busybox.tar");
         let status = Command::new("tar")
             .args(["--numeric-owner", "--sort=name", "--mtime=@0", "-C"])
             .arg(&rootfs)
             .arg("-cf")
-            .arg(&tar)
+            .arg(&partial)
             .arg(".")
             .status()
             .unwrap();
         assert!(status.success());
-        (dir, tar)
+        // Renamed into place: test binaries running at once never see half a file.
+        std::fs::rename(&partial, &tar).unwrap();
+        tar
     })
-    .1
 }
 
 /// Every name resolves, and every blob an image references exists and matches its digest.
