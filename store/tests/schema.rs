@@ -316,6 +316,33 @@ fn what_the_store_writes_validates() {
     drop(lease);
     assert_eq!(validate_layout(&schemas, &store.layout_dir()), 4);
 
+    // A classic docker-archive (no manifest in it): load writes the manifest itself.
+    let layer_tar = tiny_tar();
+    let classic_config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["A=1"]},
+        "rootfs": {"type": "layers", "diff_ids": [strata_codec::sha256_digest(&layer_tar).to_string()]},
+    })
+    .to_string();
+    let mut archive = tar::Builder::new(Vec::new());
+    let manifest_json =
+        r#"[{"Config":"c.json","RepoTags":["classic:v1"],"Layers":["l1/layer.tar"]}]"#;
+    for (path, bytes) in [
+        ("c.json", classic_config.as_bytes()),
+        ("l1/layer.tar", &layer_tar[..]),
+        ("manifest.json", manifest_json.as_bytes()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        archive.append(&h, bytes).unwrap();
+    }
+    let loaded = store.load(&archive.into_inner().unwrap()[..]).unwrap();
+    assert_eq!(loaded[0].names, [parse_docker_ref("classic:v1").unwrap()]);
+    assert_eq!(validate_layout(&schemas, &store.layout_dir()), 6);
+
     for (format, name) in [
         (ArchiveFormat::Docker, "docker.tar"),
         (ArchiveFormat::Oci, "oci.tar"),
