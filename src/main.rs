@@ -19,6 +19,28 @@ struct Cli {
 enum Command {
     /// Print version information.
     Version,
+    /// Create an image from a rootfs tarball.
+    Import(commands::import::ImportArgs),
+    /// List images.
+    Images(commands::images::ImagesArgs),
+    /// Give an image another name.
+    Tag(commands::tag::TagArgs),
+    /// Remove images.
+    Rmi(commands::tag::RmiArgs),
+    /// Show images' details as JSON.
+    Inspect(commands::inspect::InspectArgs),
+    /// Show an image's history.
+    History(commands::history::HistoryArgs),
+    /// Write images to a docker-archive or OCI archive.
+    Save(commands::save_load::SaveArgs),
+    /// Load images from a docker-archive or OCI archive.
+    Load(commands::save_load::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(commands::prune::ImageCommand),
+    /// Manage the store as a whole.
+    #[command(subcommand)]
+    System(commands::prune::SystemCommand),
     /// Internal tools for testing and debugging strata itself.
     #[command(hide = true, subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -28,6 +50,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => commands::version::run(),
+        Command::Import(args) => commands::import::run(args),
+        Command::Images(args) => commands::images::run(args),
+        Command::Tag(args) => commands::tag::run_tag(args),
+        Command::Rmi(args) => commands::tag::run_rmi(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::History(args) => commands::history::run(args),
+        Command::Save(args) => commands::save_load::run_save(args),
+        Command::Load(args) => commands::save_load::run_load(args),
+        Command::Image(cmd) => commands::prune::run_image(cmd),
+        Command::System(cmd) => commands::prune::run_system(cmd),
         Command::Debug(cmd) => commands::debug::run(cmd),
     };
     match result {

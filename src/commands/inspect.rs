@@ -1,0 +1,86 @@
+//! `strata inspect IMAGE...`: Docker's image-inspect JSON array.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{Value, json};
+use strata_store::Image;
+
+use super::image_output::open_store;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Images: names, IDs or digests.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store()?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for r in &args.images {
+        match store.resolve(r) {
+            Ok(image) => out.push(inspect_json(&image)),
+            Err(e) => {
+                eprintln!("strata: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Docker's `ImageInspect` object for an image (API 1.48 fields that apply without a daemon).
+pub fn inspect_json(image: &Image) -> Value {
+    let c = &image.config_json;
+    let field = |k: &str| c.get(k).cloned().unwrap_or(Value::Null);
+    let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let repo_tags: Vec<String> = image
+        .names
+        .iter()
+        .filter(|n| n.digest().is_none())
+        .map(|n| n.familiar_string())
+        .collect();
+    let mut repo_digests: Vec<String> = image
+        .names
+        .iter()
+        .map(|n| format!("{}@{}", n.familiar_name(), image.target.digest()))
+        .collect();
+    repo_digests.dedup();
+    let mut v = json!({
+        "Id": image.id().to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": image
+            .config
+            .history()
+            .as_ref()
+            .and_then(|h| h.last())
+            .and_then(|h| h.comment().clone())
+            .unwrap_or_default(),
+        "Created": text("created"),
+        "DockerVersion": text("docker_version"),
+        "Author": text("author"),
+        "Config": field("config"),
+        "Architecture": text("architecture"),
+        "Os": text("os"),
+        "Size": image.size(),
+        "RootFS": {
+            "Type": "layers",
+            "Layers": image.diff_ids(),
+        },
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Descriptor": image.target,
+    });
+    if let Some(variant) = c.get("variant") {
+        v["Variant"] = variant.clone();
+    }
+    v
+}

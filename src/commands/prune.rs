@@ -1,0 +1,186 @@
+//! `strata image prune`, `strata system prune` and `strata system df`.
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use strata_store::{GcOptions, GcReport, ImagePrune, Store, meta::CACHE_HOLDER_PREFIX};
+
+use super::image_output::{human_size, open_store, print_table};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Remove unused images and the blobs only they used.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove untagged images, the build cache and unreferenced blobs.
+    Prune(PruneArgs),
+    /// Show what uses space in the store.
+    Df,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all images no container uses, not only untagged ones.
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// Deletes a snapshot nothing holds any more. The snapshotter is not wired into the binary yet,
+/// so the id stays recorded (and is offered again by the next collection).
+pub fn delete_snapshot(id: &str) -> strata_store::Result<()> {
+    Err(strata_store::StoreError::Invalid(format!(
+        "snapshot {id}: no snapshotter to delete it with"
+    )))
+}
+
+pub fn run_image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCommand::Prune(args) => {
+            let what = if args.all {
+                "all images without at least one container associated to them"
+            } else {
+                "all dangling images"
+            };
+            prune(&args, what, false)
+        }
+    }
+}
+
+pub fn run_system(cmd: SystemCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SystemCommand::Prune(args) => {
+            let what = if args.all {
+                "all images without at least one container associated to them, and all build cache"
+            } else {
+                "all dangling images, and all dangling build cache"
+            };
+            prune(&args, what, true)
+        }
+        SystemCommand::Df => df(&open_store()?),
+    }
+}
+
+fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<ExitCode> {
+    if !args.force && !confirm(what)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = open_store()?;
+    let options = GcOptions {
+        images: if args.all {
+            ImagePrune::Unused
+        } else {
+            ImagePrune::Dangling
+        },
+        build_cache,
+    };
+    let report = store.gc(&options, &mut delete_snapshot)?;
+    print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn confirm(what: &str) -> anyhow::Result<bool> {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    io::stderr().flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn print_report(report: &GcReport) {
+    if !report.removed_images.is_empty() {
+        println!("Deleted Images:");
+        for e in &report.removed_images {
+            match &e.name {
+                Some(n) => println!("untagged: {}", n.familiar_string()),
+                None => println!("deleted: {}", e.target.digest()),
+            }
+        }
+        for d in &report.deleted_blobs {
+            println!("deleted: {d}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(report.reclaimed));
+}
+
+/// Sizes of what images reach, what only the build cache reaches, and what nothing does.
+fn df(store: &Store) -> anyhow::Result<ExitCode> {
+    let images = store.images()?;
+    let roots = store.read_meta(|m| m.roots())?;
+    let held: HashSet<_> = roots
+        .iter()
+        .filter(|(h, _)| !h.starts_with(CACHE_HOLDER_PREFIX))
+        .map(|(_, d)| d.clone())
+        .collect();
+    let mut image_blobs = HashSet::new();
+    let mut active_blobs = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut active_ids = HashSet::new();
+    for (entry, image) in &images {
+        let Ok(image) = image else { continue };
+        let blobs: Vec<_> = std::iter::once(image.manifest_descriptor.clone())
+            .chain(std::iter::once(image.manifest.config().clone()))
+            .chain(image.manifest.layers().iter().cloned())
+            .map(|d| (d.digest().clone(), d.size()))
+            .collect();
+        ids.insert(image.id().clone());
+        let active = held.contains(entry.target.digest());
+        if active {
+            active_ids.insert(image.id().clone());
+        }
+        for b in blobs {
+            if active {
+                active_blobs.insert(b.clone());
+            }
+            image_blobs.insert(b);
+        }
+    }
+    let images_size: u64 = image_blobs.iter().map(|(_, s)| s).sum();
+    let active_size: u64 = active_blobs.iter().map(|(_, s)| s).sum();
+    let image_digests: HashSet<_> = image_blobs.iter().map(|(d, _)| d.clone()).collect();
+    let mut cache_size = 0;
+    let mut cache_count = 0;
+    for (holder, digest) in &roots {
+        if holder.starts_with(CACHE_HOLDER_PREFIX) && !image_digests.contains(digest) {
+            cache_count += 1;
+            cache_size += store.blob_size(digest)?.unwrap_or(0);
+        }
+    }
+    let reclaimable = images_size - active_size;
+    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    print_table(&[
+        ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+            .map(String::from)
+            .to_vec(),
+        vec![
+            "Images".into(),
+            ids.len().to_string(),
+            active_ids.len().to_string(),
+            human_size(images_size),
+            format!(
+                "{} ({}%)",
+                human_size(reclaimable),
+                percent(reclaimable, images_size)
+            ),
+        ],
+        vec![
+            "Build Cache".into(),
+            cache_count.to_string(),
+            "0".into(),
+            human_size(cache_size),
+            human_size(cache_size),
+        ],
+    ])?;
+    Ok(ExitCode::SUCCESS)
+}
