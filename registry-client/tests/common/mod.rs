@@ -41,7 +41,10 @@ pub fn run(cmd: &mut Command) -> String {
 pub enum Auth {
     None,
     /// htpasswd file with this user and password.
-    Htpasswd { user: String, password: String },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
     /// `auth: token` trusting `cert` (PEM) for tokens from `realm`.
     Token {
         realm: String,
@@ -62,24 +65,31 @@ impl Tls {
     pub fn make(dir: &Path) -> Tls {
         let ca_key = dir.join("ca.key");
         let ca_cert = dir.join("ca.crt");
-        run(Command::new("openssl").args(["req", "-x509", "-newkey", "ec"]).args([
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=strata test CA",
-            "-keyout",
-        ])
-        .arg(&ca_key)
-        .arg("-out")
-        .arg(&ca_cert));
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=strata test CA",
+                "-keyout",
+            ])
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca_cert));
         let server_key = dir.join("server.key");
         let csr = dir.join("server.csr");
         run(Command::new("openssl")
             .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1"])
+            .args([
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
             .arg("-keyout")
             .arg(&server_key)
             .arg("-out")

@@ -65,7 +65,9 @@ impl TokenServer {
         let key = dir.join("jwt.key");
         let cert = dir.join("jwt.crt");
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", "/CN=strata test token signer", "-keyout"])
             .arg(&key)
             .arg("-out")
@@ -165,7 +167,12 @@ async fn serve(
             .into_owned()
             .collect()
     };
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     let policy = policy.lock().unwrap().clone();
     let scopes: Vec<String> = if method == "POST" {
         get("scope")
@@ -184,7 +191,10 @@ async fn serve(
             && get("refresh_token").as_deref() == Some(policy.refresh_token.as_str());
         (ok, !ok)
     } else {
-        match authorization.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
+        match authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Basic "))
+        {
             Some(b64) => {
                 let expected = STANDARD.encode(format!("{}:{}", policy.user, policy.password));
                 let ok = b64 == expected;
@@ -218,7 +228,10 @@ async fn serve(
             }))
         })
         .collect();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [signer.x5c]});
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": policy.user, "aud": SERVICE,
@@ -232,7 +245,11 @@ async fn serve(
     );
     let signature = sign(&signer.key, signing_input.as_bytes()).await;
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
-    let field = if method == "POST" { "access_token" } else { "token" };
+    let field = if method == "POST" {
+        "access_token"
+    } else {
+        "token"
+    };
     let body = serde_json::json!({ field: token, "expires_in": 300 }).to_string();
     let response = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
