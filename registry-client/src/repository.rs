@@ -558,13 +558,19 @@ impl RepositoryClient {
             .filter(|from| *from != self.repo.path());
         let mut retrier = self.conn.retrier(Some(&upload.digest));
         loop {
-            let location = match self.start_upload(&upload.digest, mount).await? {
-                UploadStart::Mounted => {
+            let location = match self.start_upload(&upload.digest, mount).await {
+                Ok(UploadStart::Mounted) => {
                     return Ok(BlobOutcome::Mounted {
                         from: mount.unwrap_or_default().to_string(),
                     });
                 }
-                UploadStart::Session(location) => location,
+                Ok(UploadStart::Session(location)) => location,
+                // Token registries refuse the whole request when we may not pull the source.
+                Err(Error::Unauthorized { .. }) if mount.is_some() => {
+                    mount = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             // The registry declined the mount; it will not change its mind on a retry.
             mount = None;
