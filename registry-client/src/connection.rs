@@ -21,6 +21,10 @@ use crate::error::{Error, Result, retryable_status};
 use crate::names::Registry;
 use crate::progress::{ProgressEvent, ProgressFn};
 
+/// How long the TLS try on a loopback or insecure registry may take before plain HTTP is
+/// tried: a server that does not speak TLS may also never answer a TLS hello.
+const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a request is for: named in errors, checked against the offline switch, and used to
 /// pick credentials and token scopes.
 pub(crate) struct Call<'a> {
@@ -124,7 +128,13 @@ impl Connection {
         if self.registry.is_loopback() || self.options.insecure {
             // One TLS try, then plain HTTP; a TLS error is the one worth reporting when the
             // plain try proves the server speaks TLS (Go answers plain HTTP with a 400).
-            let tls_error = match ping(&http, &https, &what).await {
+            let probe = tokio::time::timeout(TLS_PROBE_TIMEOUT, ping(&http, &https, &what));
+            let tls_error = match probe.await.unwrap_or_else(|_| {
+                Err(Error::Protocol {
+                    what: what.clone(),
+                    why: format!("no TLS answer within {TLS_PROBE_TIMEOUT:?}"),
+                })
+            }) {
                 Ok(challenge) => {
                     return Ok(Endpoint {
                         http,

@@ -141,6 +141,10 @@ async fn handle(
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
+        // Not HTTP (a TLS hello from a client probing for TLS): hang up, as plain servers do.
+        if !buf[0].is_ascii_uppercase() {
+            return Ok(());
+        }
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
