@@ -187,7 +187,7 @@ impl RepositoryClient {
             let expected = match reference {
                 Reference::Digest(d) => Some(d.clone()),
                 // Only a sha256 announcement can be compared with what was computed.
-                Reference::Tag(_) => announced.filter(|d| is_sha256(d)),
+                Reference::Tag(_) => announced.filter(is_sha256),
             };
             if let Some(expected) = expected.filter(|e| *e != digest) {
                 ensure_sha256(&expected)?;
@@ -602,7 +602,7 @@ impl RepositoryClient {
                     let mut url = self.url(base, "blobs/uploads/")?;
                     if let Some(from) = mount {
                         url.query_pairs_mut()
-                            .append_pair("mount", &digest.to_string())
+                            .append_pair("mount", digest.as_ref())
                             .append_pair("from", from);
                     }
                     Ok(http.post(url).header(CONTENT_LENGTH, 0))
@@ -929,7 +929,6 @@ fn content_range_start(response: &Response) -> Option<u64> {
 }
 
 fn with_digest(mut url: Url, digest: &Digest) -> Url {
-    url.query_pairs_mut()
-        .append_pair("digest", &digest.to_string());
+    url.query_pairs_mut().append_pair("digest", digest.as_ref());
     url
 }

@@ -35,11 +35,11 @@ async fn pull_survives_drops_and_busy_answers() {
         Rule::new("HEAD", "/manifests/", Fault::Status(429)),
         Rule::new(
             "GET",
-            &big.digest.to_string(),
+            big.digest.as_ref(),
             Fault::DropResponseAfter(100_000),
         )
         .times(2),
-        Rule::new("GET", &image.config.digest.to_string(), Fault::Status(502)),
+        Rule::new("GET", image.config.digest.as_ref(), Fault::Status(502)),
     ]);
     let r = repo(&client, &proxy.host(), "app");
     let head = r.resolve(&tag("v1")).await.unwrap();
@@ -138,11 +138,7 @@ async fn push_survives_drops_and_busy_answers() {
     proxy.set_rules(vec![
         Rule::new("POST", "/blobs/uploads/", Fault::Status(503)),
         Rule::new("HEAD", "/blobs/", Fault::Status(429)),
-        Rule::new(
-            "PUT",
-            &big.digest.digest().to_string(),
-            Fault::DropRequestAfter(100_000),
-        ),
+        Rule::new("PUT", big.digest.digest(), Fault::DropRequestAfter(100_000)),
         Rule::new("PUT", "/manifests/", Fault::Status(500)),
     ]);
     image.push(&r, "v1").await;
