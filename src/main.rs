@@ -19,6 +19,10 @@ struct Cli {
 enum Command {
     /// Print version information.
     Version,
+    /// Log in to a registry (credentials are checked, then saved with mode 0600).
+    Login(commands::login::LoginArgs),
+    /// Forget the saved credentials for a registry.
+    Logout(commands::login::LogoutArgs),
     /// Internal tools for testing and debugging strata itself.
     #[command(hide = true, subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => commands::version::run(),
+        Command::Login(args) => commands::login::login(args),
+        Command::Logout(args) => commands::login::logout(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
     };
     match result {
