@@ -415,3 +415,51 @@ async fn offline_refuses_every_registry_but_loopback() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn uploads_run_concurrently_up_to_the_limit() {
+    let registry = Registry::start(Auth::None, None);
+    let in_flight = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
+    let mut config = test_config();
+    config.max_concurrent_uploads = 2;
+    let counter = in_flight.clone();
+    config.progress = Some(Arc::new(move |e: &ProgressEvent| {
+        let mut c = counter.lock().unwrap();
+        match e {
+            ProgressEvent::Started { .. } => {
+                c.0 += 1;
+                c.1 = c.1.max(c.0);
+            }
+            ProgressEvent::Finished { .. } => c.0 -= 1,
+            _ => {}
+        }
+    }));
+    let client = Client::new(config);
+    let r = repo(&client, &registry.host(), "parallel");
+    let blobs: Vec<Blob> = (0..5)
+        .map(|i| Blob::new(common::images::noise(&format!("p{i}"), 20_000)))
+        .collect();
+    // Slow sources, so uploads overlap whenever they may.
+    let uploads: Vec<BlobUpload> = blobs
+        .iter()
+        .map(|b| {
+            let data = b.bytes.clone();
+            BlobUpload {
+                source: strata_registry_client::BlobSource::new(move |offset| {
+                    let rest = data.slice(offset as usize..);
+                    async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                        Ok(std::io::Cursor::new(rest))
+                    }
+                }),
+                ..b.upload()
+            }
+        })
+        .collect();
+    let outcomes = r.push_blobs(&uploads).await.unwrap();
+    assert_eq!(outcomes, vec![BlobOutcome::Uploaded; 5]);
+    assert_eq!(*in_flight.lock().unwrap(), (0, 2));
+    for b in &blobs {
+        assert_eq!(r.blob_exists(&b.digest).await.unwrap(), Some(b.size()));
+    }
+}
