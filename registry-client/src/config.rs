@@ -9,6 +9,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -151,19 +152,28 @@ pub fn offline_from_env() -> bool {
         .is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
+/// An environment lookup (empty values count as unset). The search orders take one so tests
+/// can check them without touching the process environment.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+pub(crate) fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
 /// strata's config directory: `$XDG_CONFIG_HOME/strata`, else `$HOME/.config/strata`.
 pub fn config_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
+    config_dir_in(&process_env)
+}
+
+pub(crate) fn config_dir_in(env: Env) -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
         .map(PathBuf::from)
-        .or_else(|| home_dir().map(|h| h.join(".config")))?;
+        .or_else(|| home_dir_in(env).map(|h| h.join(".config")))?;
     Some(base.join("strata"))
 }
 
-pub(crate) fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+pub(crate) fn home_dir_in(env: Env) -> Option<PathBuf> {
+    env("HOME").map(PathBuf::from)
 }
 
 /// Reads `registries.json`; a missing file means no options.

@@ -27,7 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use crate::config::{config_dir, home_dir};
+use crate::config::{Env, config_dir_in, home_dir_in, process_env};
 use crate::error::{Error, Result};
 use crate::names::Registry;
 
@@ -109,19 +109,7 @@ impl CredentialStore {
     ///    `$XDG_CONFIG_HOME/containers/auth.json`;
     /// 3. Docker's `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
     pub fn from_env() -> Self {
-        let mut files = Vec::new();
-        files.extend(login_file());
-        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-            files.push(PathBuf::from(runtime).join("containers/auth.json"));
-        }
-        if let Some(config) = config_dir().and_then(|d| d.parent().map(Path::to_path_buf)) {
-            files.push(config.join("containers/auth.json"));
-        }
-        match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
-            Some(dir) => files.push(PathBuf::from(dir).join("config.json")),
-            None => files.extend(home_dir().map(|h| h.join(".docker/config.json"))),
-        }
-        CredentialStore::new(files)
+        CredentialStore::new(search_files(&process_env))
     }
 
     /// Finds `docker-credential-*` helpers in these directories instead of `$PATH`.
@@ -348,10 +336,31 @@ fn candidate_keys(hosts: &[&str], repository: Option<&str>) -> Vec<String> {
 /// The file `strata login` writes and `strata logout` edits: `$REGISTRY_AUTH_FILE` when set
 /// (as the containers tools do), else `auth.json` in strata's config directory.
 pub fn login_file() -> Option<PathBuf> {
-    match std::env::var_os("REGISTRY_AUTH_FILE").filter(|v| !v.is_empty()) {
+    login_file_in(&process_env)
+}
+
+fn login_file_in(env: Env) -> Option<PathBuf> {
+    match env("REGISTRY_AUTH_FILE") {
         Some(path) => Some(PathBuf::from(path)),
-        None => config_dir().map(|d| d.join("auth.json")),
+        None => config_dir_in(env).map(|d| d.join("auth.json")),
     }
+}
+
+/// The credential files [`CredentialStore::from_env`] searches, in order.
+fn search_files(env: Env) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    files.extend(login_file_in(env));
+    if let Some(runtime) = env("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(runtime).join("containers/auth.json"));
+    }
+    if let Some(config) = config_dir_in(env).and_then(|d| d.parent().map(Path::to_path_buf)) {
+        files.push(config.join("containers/auth.json"));
+    }
+    match env("DOCKER_CONFIG") {
+        Some(dir) => files.push(PathBuf::from(dir).join("config.json")),
+        None => files.extend(home_dir_in(env).map(|h| h.join(".docker/config.json"))),
+    }
+    files
 }
 
 /// Stores `username`/`password` for `registry` in `path` (an `auths` entry with base64 `auth`),
@@ -458,6 +467,50 @@ mod tests {
 
     fn reg(name: &str) -> Registry {
         Registry::new(name).unwrap()
+    }
+
+    #[test]
+    fn search_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let paths = |files: Vec<PathBuf>| -> Vec<String> {
+            files.iter().map(|p| p.display().to_string()).collect()
+        };
+        let home_only = env(&[("HOME", "/h")]);
+        assert_eq!(
+            paths(search_files(&home_only)),
+            [
+                "/h/.config/strata/auth.json",
+                "/h/.config/containers/auth.json",
+                "/h/.docker/config.json"
+            ]
+        );
+        assert_eq!(
+            login_file_in(&home_only).unwrap(),
+            Path::new("/h/.config/strata/auth.json")
+        );
+        let all = env(&[
+            ("HOME", "/h"),
+            ("REGISTRY_AUTH_FILE", "/a/auth.json"),
+            ("XDG_RUNTIME_DIR", "/run/user/0"),
+            ("XDG_CONFIG_HOME", "/cfg"),
+            ("DOCKER_CONFIG", "/d"),
+        ]);
+        assert_eq!(
+            paths(search_files(&all)),
+            [
+                "/a/auth.json",
+                "/run/user/0/containers/auth.json",
+                "/cfg/containers/auth.json",
+                "/d/config.json"
+            ]
+        );
+        assert!(search_files(&env(&[])).is_empty());
     }
 
     #[test]

@@ -87,6 +87,30 @@ async fn push_is_what_skopeo_sees_and_pull_matches() {
     assert_eq!(app.blob_exists(&absent.digest).await.unwrap(), None);
     let missing = app.fetch_manifest(&tag("nope")).await.unwrap_err();
     assert!(matches!(missing, Error::NotFound { .. }), "{missing}");
+
+    // The same blobs under a Docker schema 2 manifest: sent with its own media type, which
+    // skopeo reports back and parses.
+    let docker = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": strata_registry_client::DOCKER_MANIFEST,
+        "config": image.config.descriptor("application/vnd.docker.container.image.v1+json"),
+        "layers": image.layers.iter()
+            .map(|l| l.descriptor("application/vnd.docker.image.rootfs.diff.tar.gzip"))
+            .collect::<Vec<_>>(),
+    })
+    .to_string();
+    app.push_manifest(&tag("docker"), Bytes::from(docker.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(inspect_raw(&host, "team/app:docker"), docker.as_bytes());
+    let fetched = app.fetch_manifest(&tag("docker")).await.unwrap();
+    assert_eq!(fetched.media_type, strata_registry_client::DOCKER_MANIFEST);
+    let summary = run(skopeo()
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{host}/team/app:docker")));
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["Digest"], fetched.digest.to_string());
+    assert_eq!(summary["Layers"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
