@@ -127,7 +127,8 @@ impl<T: Send> ChunkSink for ChannelSink<T> {
 /// A blob download as a stream of chunks. Content is verified as it streams, and the last
 /// chunk is held back until the whole blob matched its digest and size: a consumer that sees
 /// the stream end cleanly has received exactly the blob, and one that gets an error must discard
-/// what it got. Dropping the stream stops the download.
+/// what it got. Dropping the stream stops the download. A consumer that stops early (a tar
+/// reader at its end-of-archive blocks) must still read to the end: the verdict is the last item.
 pub struct BlobStream {
     pub(crate) chunks: mpsc::Receiver<Result<Bytes, Error>>,
     pub(crate) task: tokio::task::AbortHandle,

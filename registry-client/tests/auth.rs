@@ -319,6 +319,22 @@ async fn token_auth_with_scopes_widened_for_mounts() {
         .unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
     assert!(!format!("{err} {err:?}").contains("nope-nope"));
+
+    // `strata login`'s check asks the token endpoint for a token without scope.
+    let name = RegistryName::new(&host).unwrap();
+    let right = Credential::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    client.check_login(&name, &right).await.unwrap();
+    assert!(tokens.issued().last().unwrap().scopes.is_empty());
+    let wrong = Credential::Basic {
+        username: USER.into(),
+        password: "bad-login-pw".into(),
+    };
+    let err = client.check_login(&name, &wrong).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    assert!(!format!("{err} {err:?}").contains("bad-login-pw"));
 }
 
 #[tokio::test]
