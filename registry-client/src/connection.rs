@@ -411,6 +411,11 @@ impl Retrier<'_> {
         self.pause_always(err, retry_after).await
     }
 
+    /// Starts counting tries afresh (after progress was made).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
     /// Like [`Retrier::pause`] for failures the caller knows to be worth another try.
     pub async fn pause_always(&mut self, err: Error, retry_after: Option<Duration>) -> Result<()> {
         self.attempt += 1;

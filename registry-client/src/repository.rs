@@ -388,13 +388,21 @@ impl RepositoryClient {
         };
         let mut retrier = self.conn.retrier(Some(digest));
         loop {
+            let before = state.hasher.len();
             match self
                 .download_attempt(&call, digest, size, &mut state, sink)
                 .await
             {
                 Ok(()) => break,
                 Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Retry(e)) => retrier.pause(e, None).await?,
+                Err(AttemptError::Retry(e)) => {
+                    // A long download on a flaky link may break often; only breaks without
+                    // progress in between use up tries.
+                    if state.hasher.len() > before {
+                        retrier.reset();
+                    }
+                    retrier.pause(e, None).await?
+                }
             }
         }
         let (_, actual, len) = state.hasher.finish();
@@ -691,6 +699,7 @@ impl RepositoryClient {
                     let next = location_of(&response, &what)?;
                     offset = range_end(&response).unwrap_or(offset + len);
                     location = next;
+                    retrier.reset();
                     report(
                         progress,
                         ProgressEvent::Transferred {
