@@ -14,8 +14,8 @@ use common::images::{Blob, Image, noise};
 use common::tokens::{ISSUER, Policy, SERVICE, TokenServer};
 use common::{Auth, Registry, Tls, repo, test_config};
 use strata_registry_client::{
-    BlobOutcome, BlobSource, BlobUpload, Client, ClientConfig, Credential, CredentialStore, Error,
-    Reference, Registry as RegistryName, RegistryOptions,
+    BlobOutcome, BlobSource, BlobUpload, Client, Credential, CredentialStore, Error, Reference,
+    Registry as RegistryName,
 };
 
 const USER: &str = "alice";
@@ -375,15 +375,8 @@ async fn token_renewed_when_it_expires_during_a_long_upload() {
     )
     .await;
     let host = registry.host();
-    let mut config: ClientConfig = test_config();
+    let mut config = common::chunked_config(&host, 32 << 10);
     config.credentials = CredentialStore::new(vec![auths_file(dir.path(), &host, USER, PASSWORD)]);
-    config.registries.insert(
-        host.clone(),
-        RegistryOptions {
-            chunk_size: Some(32 << 10),
-            ..Default::default()
-        },
-    );
     let client = Client::new(config);
     let r = repo(&client, &host, "slow");
     let blob = Blob::new(noise("slow", 8 * (32 << 10)));

@@ -7,7 +7,7 @@ use common::faults::{Fault, FaultProxy, Rule};
 use common::images::{Blob, Image, noise};
 use common::{Auth, Registry, repo, test_config};
 use futures::StreamExt;
-use strata_registry_client::{BlobOutcome, Client, Error, Reference, RegistryOptions};
+use strata_registry_client::{BlobOutcome, Client, Error, Reference};
 
 fn tag(t: &str) -> Reference {
     Reference::tag(t).unwrap()
@@ -156,14 +156,7 @@ async fn push_survives_drops_and_busy_answers() {
 async fn chunked_push_resumes_from_the_registry_offset() {
     let registry = Registry::start(Auth::None, None);
     let proxy = FaultProxy::start(registry.addr, Vec::new()).await;
-    let mut config = test_config();
-    config.registries.insert(
-        proxy.host(),
-        RegistryOptions {
-            chunk_size: Some(64 << 10),
-            ..Default::default()
-        },
-    );
+    let config = common::chunked_config(&proxy.host(), 64 << 10);
     let client = Client::new(config);
     let r = repo(&client, &proxy.host(), "resumed");
     let blob = Blob::new(noise("resume", 5 * (64 << 10) + 123));

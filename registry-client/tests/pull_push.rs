@@ -12,7 +12,7 @@ use common::{Auth, Registry, repo, run, test_config};
 use futures::StreamExt;
 use strata_registry_client::{
     BlobOutcome, BlobUpload, Client, Direction, Error, ManifestDocument, Platform, ProgressEvent,
-    Reference, RegistryOptions, Repository,
+    Reference, Repository,
 };
 
 fn skopeo() -> Command {
@@ -342,14 +342,7 @@ async fn mounts_and_head_skips_are_observed() {
 async fn chunked_upload_with_a_small_chunk_size() {
     let registry = Registry::start(Auth::None, None);
     let host = registry.host();
-    let mut config = test_config();
-    config.registries.insert(
-        host.clone(),
-        RegistryOptions {
-            chunk_size: Some(64 << 10),
-            ..Default::default()
-        },
-    );
+    let config = common::chunked_config(&host, 64 << 10);
     let client = Client::new(config);
     let r = repo(&client, &host, "chunked");
     let blob = Blob::new(common::images::noise("chunks", 300_000));

@@ -132,22 +132,9 @@ async fn handle(
     rules: &Mutex<Vec<Rule>>,
     log: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
-    // The request head.
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 8192];
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        // Not HTTP (a TLS hello from a client probing for TLS): hang up, as plain servers do.
-        if !buf[0].is_ascii_uppercase() {
-            return Ok(());
-        }
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    // Anything but HTTP (a client probing for TLS) is hung up on, as plain servers do.
+    let Some((buf, head_end)) = super::read_request_head(&mut client).await? else {
+        return Ok(());
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut request_line = head.lines().next().unwrap_or_default().split(' ');

@@ -121,17 +121,8 @@ async fn serve(
     issued: &Mutex<Vec<Issued>>,
     policy: &Mutex<Policy>,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    let Some((buf, head_end)) = super::read_request_head(&mut stream).await? else {
+        return Ok(());
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.lines();
