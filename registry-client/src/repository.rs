@@ -292,8 +292,9 @@ impl RepositoryClient {
         })
     }
 
-    /// Downloads a blob into an async writer, verifying digest and size on the fly. On error
-    /// the writer may hold part of the blob (never all of a corrupt one): discard it.
+    /// Downloads a blob into an async writer (flushed at the end), verifying digest and size on
+    /// the fly. On error the writer may hold part of the blob (never all of a corrupt one):
+    /// discard it.
     pub async fn fetch_blob_into<W>(
         &self,
         digest: &Digest,
@@ -303,7 +304,12 @@ impl RepositoryClient {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        self.download(digest, size, &mut WriterSink(writer)).await
+        use tokio::io::AsyncWriteExt;
+        self.download(digest, size, &mut WriterSink(writer)).await?;
+        writer.flush().await.map_err(|source| Error::Io {
+            what: format!("writing blob {digest}"),
+            source,
+        })
     }
 
     /// Downloads a blob into a blocking writer (an extractor, a file) that runs on a blocking
