@@ -24,7 +24,8 @@ use crate::progress::ProgressFn;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryOptions {
-    /// Speak plain HTTP when the registry does not speak TLS (always allowed for loopback).
+    /// Accept any TLS certificate from the registry, and speak plain HTTP when it does not
+    /// speak TLS (plain HTTP is always allowed for loopback).
     #[serde(default)]
     pub insecure: bool,
     /// Upload blobs in PATCH requests of this many bytes instead of one PUT. Some registries

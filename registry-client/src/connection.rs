@@ -118,6 +118,11 @@ impl Connection {
         if !certs.is_empty() {
             builder = builder.tls_certs_merge(certs);
         }
+        if self.options.insecure {
+            // As the containers tools and Docker treat insecure registries: TLS is still used
+            // when offered, but its certificate is not checked.
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         let http = builder.build().map_err(|source| Error::Transport {
             what: format!("setting up a client for {}", self.registry),
             source,

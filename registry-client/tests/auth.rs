@@ -15,7 +15,7 @@ use common::tokens::{ISSUER, Policy, SERVICE, TokenServer};
 use common::{Auth, Registry, Tls, repo, test_config};
 use strata_registry_client::{
     BlobOutcome, BlobSource, BlobUpload, Client, Credential, CredentialStore, Error, Reference,
-    Registry as RegistryName,
+    Registry as RegistryName, RegistryOptions,
 };
 
 const USER: &str = "alice";
@@ -102,12 +102,25 @@ async fn basic_auth_over_tls_with_a_test_ca() {
     // Without the CA the server is not trusted; without credentials access is denied.
     let mut untrusted = config.clone();
     untrusted.certs_dirs.clear();
-    let err = repo(&Client::new(untrusted), &host, "secure/app")
+    let err = repo(&Client::new(untrusted.clone()), &host, "secure/app")
         .fetch_manifest(&Reference::tag("v1").unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err}");
     assert_no_secret(&format!("{err} {err:?}"));
+    // Marked insecure, the same registry is used over TLS without checking its certificate.
+    untrusted.registries.insert(
+        host.clone(),
+        RegistryOptions {
+            insecure: true,
+            ..Default::default()
+        },
+    );
+    let pulled = repo(&Client::new(untrusted), &host, "secure/app")
+        .fetch_manifest(&Reference::tag("v1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pulled.bytes, image.manifest.bytes);
     let mut anonymous = config.clone();
     anonymous.credentials = CredentialStore::new(vec![]);
     let err = repo(&Client::new(anonymous), &host, "secure/app")
