@@ -108,7 +108,7 @@ fn split_host_port(name: &str) -> Option<(&str, Option<&str>)> {
         };
     }
     if name.matches(':').count() > 1 {
-        return Some((name, None)); // a bare IPv6 address
+        return None; // IPv6 addresses need brackets, as in URLs
     }
     match name.split_once(':') {
         Some((host, port)) => Some((host, Some(port))),
@@ -255,7 +255,7 @@ mod tests {
             "127.0.0.1:5000",
             "127.8.9.1",
             "[::1]:5000",
-            "::1",
+            "[::1]",
         ] {
             let r = Registry::new(loopback).unwrap();
             assert!(r.is_loopback(), "{loopback}");
@@ -272,6 +272,7 @@ mod tests {
             "-a.example",
             "a..b",
             "[::1",
+            "::1",
         ] {
             assert!(Registry::new(bad).is_err(), "{bad}");
         }
