@@ -113,3 +113,80 @@ fn login_honours_registry_auth_file_and_offline() {
     assert!(custom.exists());
     assert!(!home.path().join("strata/auth.json").exists());
 }
+
+/// Drives a command on a pseudo-terminal: answers each prompt, then prints everything the
+/// terminal showed.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys
+answers = [("Username: ", sys.argv[1]), ("Password: ", sys.argv[2])]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[3], sys.argv[3:])
+seen = b""
+def read_some():
+    global seen
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        data = b""
+    seen += data
+    return data
+for prompt, answer in answers:
+    while prompt.encode() not in seen:
+        if not read_some():
+            sys.stdout.write(seen.decode(errors="replace")); sys.exit(3)
+    os.write(fd, (answer + "\n").encode())
+while read_some():
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn login_asks_on_a_terminal_without_echoing_the_password() {
+    let registry = Registry::start(
+        Auth::Htpasswd {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        },
+        None,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", PTY_DRIVER, USER, PASSWORD])
+        .arg(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["login", &registry.host()])
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let screen = output_text(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("Login Succeeded"), "{screen}");
+    // The user name is echoed as typed; the password is not.
+    assert!(screen.contains(&format!("Username: {USER}")), "{screen}");
+    assert!(!screen.contains(PASSWORD), "{screen}");
+    assert!(home.path().join("strata/auth.json").exists());
+}
+
+#[test]
+fn login_without_a_terminal_needs_the_flags() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (&["login", "127.0.0.1:1"][..], "no user name"),
+        (&["login", "-u", USER, "127.0.0.1:1"][..], "no password"),
+        (
+            &["login", "--password-stdin", "127.0.0.1:1"][..],
+            "needs --username",
+        ),
+    ] {
+        let out = strata(home.path())
+            .args(args)
+            .write_stdin("")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(output_text(&out).contains(message), "{}", output_text(&out));
+    }
+}

@@ -2,7 +2,7 @@
 //! strata's credentials file (`$REGISTRY_AUTH_FILE`, else `$XDG_CONFIG_HOME/strata/auth.json`,
 //! mode 0600), which pulls and pushes read first.
 
-use std::io::Read;
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -13,9 +13,9 @@ use strata_registry_client::{Client, ClientConfig, Credential, Registry, login_f
 pub struct LoginArgs {
     /// The registry: host[:port] (`docker.io` for Docker Hub).
     registry: String,
-    /// User name.
+    /// User name (asked for on a terminal when missing).
     #[arg(short, long)]
-    username: String,
+    username: Option<String>,
     /// Password (visible to other users of this machine: prefer --password-stdin).
     #[arg(short, long, conflicts_with = "password_stdin")]
     password: Option<String>,
@@ -42,8 +42,20 @@ fn registry_name(arg: &str) -> anyhow::Result<Registry> {
 
 pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let registry = registry_name(&args.registry)?;
+    let interactive = std::io::stdin().is_terminal();
+    let username = match args.username {
+        Some(u) => u,
+        None if args.password_stdin => bail!("--password-stdin needs --username"),
+        None if interactive => prompt("Username: ", true)?,
+        None => bail!("no user name: pass --username"),
+    };
     let password = match (args.password, args.password_stdin) {
-        (Some(p), _) => p,
+        (Some(p), _) => {
+            eprintln!(
+                "warning: a password on the command line is visible to other users; use --password-stdin"
+            );
+            p
+        }
         (None, true) => {
             let mut p = String::new();
             std::io::stdin()
@@ -51,14 +63,15 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
                 .context("reading the password from standard input")?;
             p.trim_end_matches(['\n', '\r']).to_string()
         }
+        (None, false) if interactive => prompt("Password: ", false)?,
         (None, false) => bail!("no password: pass --password-stdin (or -p)"),
     };
-    if password.is_empty() {
-        bail!("the password is empty");
+    if username.is_empty() || password.is_empty() {
+        bail!("the user name and the password must not be empty");
     }
     let path = login_file().context("no credentials file: set REGISTRY_AUTH_FILE or HOME")?;
     let credential = Credential::Basic {
-        username: args.username.clone(),
+        username: username.clone(),
         password: password.clone(),
     };
     let client = Client::new(ClientConfig::from_env()?);
@@ -66,9 +79,34 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?
         .block_on(client.check_login(&registry, &credential))?;
-    strata_registry_client::save_login(&path, &registry, &args.username, &password)?;
+    strata_registry_client::save_login(&path, &registry, &username, &password)?;
     println!("Login Succeeded (credentials in {})", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks on the terminal; with `echo` off (passwords) typed characters are not shown.
+fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let saved = if echo {
+        None
+    } else {
+        let saved = tcgetattr(&stdin).context("reading the terminal settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning echo off")?;
+        Some(saved)
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = saved {
+        tcsetattr(&stdin, SetArg::TCSANOW, &saved).context("restoring the terminal")?;
+        eprintln!();
+    }
+    read.context("reading from the terminal")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
