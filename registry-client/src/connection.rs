@@ -118,6 +118,10 @@ impl Connection {
         if !certs.is_empty() {
             builder = builder.tls_certs_merge(certs);
         }
+        if self.registry.is_loopback() {
+            // An HTTP(S)_PROXY from the environment cannot reach this machine's loopback.
+            builder = builder.no_proxy();
+        }
         if self.options.insecure {
             // As the containers tools and Docker treat insecure registries: TLS is still used
             // when offered, but its certificate is not checked.
