@@ -41,6 +41,10 @@ enum Command {
     /// Manage the store as a whole.
     #[command(subcommand)]
     System(commands::prune::SystemCommand),
+    /// Log in to a registry (credentials are checked, then saved with mode 0600).
+    Login(commands::login::LoginArgs),
+    /// Forget the saved credentials for a registry.
+    Logout(commands::login::LogoutArgs),
     /// Internal tools for testing and debugging strata itself.
     #[command(hide = true, subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::save_load::run_load(args),
         Command::Image(cmd) => commands::prune::run_image(cmd),
         Command::System(cmd) => commands::prune::run_system(cmd),
+        Command::Login(args) => commands::login::login(args),
+        Command::Logout(args) => commands::login::logout(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
     };
     match result {

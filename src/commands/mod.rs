@@ -10,4 +10,5 @@ pub mod parse_ref;
 pub mod prune;
 pub mod save_load;
 pub mod tag;
+pub mod login;
 pub mod version;

@@ -1,0 +1,113 @@
+//! The crate's error type. Messages name what was being done (`GET manifest
+//! 127.0.0.1:5000/app:1`) and never contain a secret: credentials, tokens and token-server bodies
+//! are kept out of every variant.
+
+use std::path::PathBuf;
+
+use strata_codec::DigestMismatch;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid name {name:?}: {why}")]
+    InvalidName { name: String, why: String },
+
+    #[error(
+        "offline: this needs {image} from the registry {registry}, which strata may not contact \
+         (STRATA_OFFLINE or --offline is set)"
+    )]
+    Offline { image: String, registry: String },
+
+    #[error("{what}: {source}")]
+    Transport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("{what}: the registry answered {status}{detail}")]
+    Status {
+        what: String,
+        status: u16,
+        /// The registry's error codes and messages (`: MANIFEST_UNKNOWN manifest unknown`).
+        detail: String,
+    },
+
+    #[error("{what}: not found")]
+    NotFound { what: String },
+
+    #[error("{what}: access denied ({detail}); check `strata login` or the credentials in use")]
+    Unauthorized { what: String, detail: String },
+
+    #[error("{what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: DigestMismatch,
+    },
+
+    #[error("{what}: {why}")]
+    Protocol { what: String, why: String },
+
+    #[error("{image} has no image for platform {wanted} (it has: {available})")]
+    NoMatchingPlatform {
+        image: String,
+        wanted: String,
+        available: String,
+    },
+
+    #[error("credentials for {key}: {why}")]
+    Credentials { key: String, why: String },
+
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {why}", path.display())]
+    Config { path: PathBuf, why: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("unsupported digest algorithm in {digest}: only sha256 is supported")]
+    UnsupportedDigest { digest: String },
+}
+
+impl Error {
+    /// Whether trying the same request again may succeed: dropped connections, timeouts and the
+    /// statuses registries use for overload and transient failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { source, .. } => {
+                source.is_connect()
+                    || source.is_timeout()
+                    || source.is_request()
+                    || source.is_body()
+                    || source.is_decode()
+            }
+            Error::Status { status, .. } => retryable_status(*status),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::File {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// 408 Request Timeout, 429 Too Many Requests and the 5xx statuses that mean "not now".
+pub(crate) fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
