@@ -7,6 +7,8 @@
 use crate::error::Span;
 use crate::golang::quote;
 
+pub use crate::syntax::Syntax as Ast;
+
 /// A heredoc attached to a `RUN`, `COPY` or `ADD` (or an `ONBUILD` of one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heredoc {

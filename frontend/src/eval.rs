@@ -281,8 +281,13 @@ impl Expander<'_> {
         Ok(e.value)
     }
 
+    /// Expands an optional flag value; empty after expansion counts as not given, as in
+    /// BuildKit (`--chmod=$UNSET` sets no mode).
     fn opt(&mut self, w: &Option<String>) -> Result<Option<String>, Error> {
-        w.as_deref().map(|w| self.word(w)).transpose()
+        Ok(w.as_deref()
+            .map(|w| self.word(w))
+            .transpose()?
+            .filter(|v| !v.is_empty()))
     }
 
     fn all(&mut self, ws: &[String]) -> Result<Vec<String>, Error> {
@@ -502,10 +507,10 @@ impl Evaluator<'_> {
                         let env = self.state.env.clone();
                         let e = self.lexer.process_word(default, &env)?;
                         for m in &e.matched {
-                            if self.state.arg_vars.contains(m) {
-                                if let Some(v) = env.as_slice().lookup(m) {
-                                    used_extra.insert(m.clone(), v.to_string());
-                                }
+                            if self.state.arg_vars.contains(m)
+                                && let Some(v) = env.as_slice().lookup(m)
+                            {
+                                used_extra.insert(m.clone(), v.to_string());
                             }
                         }
                         Some(e.value)
@@ -522,10 +527,10 @@ impl Evaluator<'_> {
                         }
                         global
                     };
-                    if let Some(v) = &value {
-                        if !NON_ENV_ARGS.contains(&decl.name.as_str()) {
-                            self.state.set_arg(&decl.name, v);
-                        }
+                    if let Some(v) = &value
+                        && !NON_ENV_ARGS.contains(&decl.name.as_str())
+                    {
+                        self.state.set_arg(&decl.name, v);
                     }
                     let arg = ArgValue {
                         name: decl.name.clone(),
@@ -604,7 +609,7 @@ impl Evaluator<'_> {
                 let chown = x.opt(&a.chown)?;
                 let chmod = parse_chmod(x.opt(&a.chmod)?)?;
                 let checksum = x.opt(&a.checksum)?;
-                if let Some(d) = checksum.as_deref().filter(|d| !d.is_empty()) {
+                if let Some(d) = checksum.as_deref() {
                     validate_digest(d)?;
                 }
                 let sources = x.all(&a.sources)?;
@@ -660,10 +665,10 @@ impl Evaluator<'_> {
         };
         let mut used_build_args = used_extra;
         for name in &x.matched {
-            if arg_vars_before.contains(name) {
-                if let Some(v) = env_before.as_slice().lookup(name) {
-                    used_build_args.insert(name.clone(), v.to_string());
-                }
+            if arg_vars_before.contains(name)
+                && let Some(v) = env_before.as_slice().lookup(name)
+            {
+                used_build_args.insert(name.clone(), v.to_string());
             }
         }
         Ok(Step {

@@ -520,7 +520,7 @@ fn parse_kvps(args: &[String], flags: &[String], cmd: &str) -> Result<Vec<KeyVal
     if args.is_empty() {
         return Err(at_least_one(cmd));
     }
-    if args.len() % 3 != 0 {
+    if !args.len().is_multiple_of(3) {
         return Err(format!("Bad input to {cmd}, too many arguments"));
     }
     let mut out = Vec::new();

@@ -145,6 +145,16 @@ fn instruction_error(node: &Node, message: String) -> Error {
     ))
 }
 
+/// Parses text into BuildKit's untyped tree only, without checking instructions (what
+/// BuildKit's parser accepts; `strata debug dump-ast` prints [`ast::dump`] of it).
+pub fn parse_ast(text: &str, file_name: &str) -> Result<ast::Ast, Error> {
+    let locator = Locator {
+        file: file_name.to_string(),
+        source: Arc::from(text),
+    };
+    parse_nodes(text, &locator)
+}
+
 /// Parses a Dockerfile. `file_name` is used in error locations only.
 ///
 /// Fails with BuildKit's message on anything BuildKit's parser or instruction layer rejects;

@@ -186,13 +186,13 @@ pub(crate) fn pre_check(raw: &str) -> Result<MountSpec, String> {
         };
         match key.to_lowercase().as_str() {
             "from" => {
-                if let Some(idx) = value.find('$') {
-                    if idx != value.len() - 1 {
-                        return Err(
-                            "'from' doesn't support variable expansion, define alias stage instead"
-                                .into(),
-                        );
-                    }
+                if let Some(idx) = value.find('$')
+                    && idx != value.len() - 1
+                {
+                    return Err(
+                        "'from' doesn't support variable expansion, define alias stage instead"
+                            .into(),
+                    );
                 }
                 from = Some(value.to_string());
             }

@@ -665,11 +665,10 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, Error> {
             .build_args
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            && !v.is_empty()
         {
-            if !v.is_empty() {
-                proxy_env.push((name.to_uppercase(), v.clone()));
-                proxy_env.push((name.to_string(), v.clone()));
-            }
+            proxy_env.push((name.to_uppercase(), v.clone()));
+            proxy_env.push((name.to_string(), v.clone()));
         }
     }
 

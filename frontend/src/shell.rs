@@ -258,6 +258,10 @@ impl Scanner<'_> {
                 let tmp = self.process_dollar()?;
                 result.push_str(&tmp);
                 words.add_string(&tmp);
+            } else if ch == '<' {
+                let tmp = self.process_possible_heredoc();
+                result.push_str(&tmp);
+                words.add_raw_string(&tmp);
             } else if quotes && ch == '\'' {
                 let tmp = self.process_single_quote()?;
                 result.push_str(&tmp);
@@ -362,6 +366,25 @@ impl Scanner<'_> {
                 }
             }
         }
+    }
+
+    /// `<<` keeps the blanks after it in the same word, so that `<<  EOF` stays one heredoc
+    /// marker when the line is split into words.
+    fn process_possible_heredoc(&mut self) -> String {
+        self.next();
+        if self.peek() != Some('<') {
+            return "<".into();
+        }
+        self.next();
+        let mut out = String::from("<<");
+        while let Some(c) = self
+            .peek()
+            .filter(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+        {
+            out.push(c);
+            self.next();
+        }
+        out
     }
 
     fn get_env(&mut self, name: &str) -> Option<String> {

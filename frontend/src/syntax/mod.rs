@@ -59,7 +59,7 @@ pub struct Warning {
     pub line: usize,
 }
 
-/// The result of the syntax layer.
+/// A file as BuildKit's parser sees it, before instructions are typed.
 #[derive(Debug, Clone)]
 pub struct Syntax {
     /// One node per instruction, in file order.
@@ -383,14 +383,14 @@ fn split_command(line: &str) -> (String, Vec<String>, String) {
     let trimmed = trim_space(line);
     let mut cmd = String::new();
     let mut arguments = None;
-    if let Ok(mut pairs) = Grammar::parse(Rule::command_line, trimmed) {
-        if let Some(top) = pairs.next() {
-            for p in top.into_inner() {
-                match p.as_rule() {
-                    Rule::command => cmd = p.as_str().to_string(),
-                    Rule::arguments => arguments = Some(p.as_str()),
-                    _ => {}
-                }
+    if let Ok(mut pairs) = Grammar::parse(Rule::command_line, trimmed)
+        && let Some(top) = pairs.next()
+    {
+        for p in top.into_inner() {
+            match p.as_rule() {
+                Rule::command => cmd = p.as_str().to_string(),
+                Rule::arguments => arguments = Some(p.as_str()),
+                _ => {}
             }
         }
     }
@@ -494,12 +494,13 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<Arg>, Strin
         return Ok(vec![]);
     };
     if !first.contains('=') {
-        let mut parts = rest.splitn(2, |c| matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' '));
+        let re_ws = ['\t', '\u{b}', '\u{c}', '\r', ' '];
+        let mut parts = rest.splitn(2, re_ws);
         let name = parts.next().unwrap_or_default();
         let Some(value) = parts.next() else {
             return Err(format!("{key} must have two arguments"));
         };
-        let value = value.trim_start_matches(['\t', '\u{b}', '\u{c}', '\r', ' ']);
+        let value = value.trim_start_matches(re_ws);
         return Ok(vec![
             Arg::Word(name.to_string()),
             Arg::Word(value.to_string()),
@@ -603,14 +604,12 @@ fn json_numbers_in_range(text: &str) -> bool {
     let mut number = String::new();
     let mut ok = true;
     let mut flush = |number: &mut String| {
-        if !number.is_empty() {
-            if let Ok(v) = number.parse::<f64>() {
-                if v.is_infinite() {
-                    ok = false;
-                }
-            }
-            number.clear();
+        if let Ok(v) = number.parse::<f64>()
+            && v.is_infinite()
+        {
+            ok = false;
         }
+        number.clear();
     };
     for c in text.chars() {
         if in_string {
@@ -725,10 +724,10 @@ fn parse_health_config(rest: &str) -> Result<(Vec<Arg>, bool), String> {
 /// ONBUILD) in shell form.
 fn can_contain_heredoc(node: &Node) -> bool {
     let mut node = node;
-    if node.name() == "onbuild" {
-        if let Some(Arg::Trigger(child)) = node.args.first() {
-            node = child;
-        }
+    if node.name() == "onbuild"
+        && let Some(Arg::Trigger(child)) = node.args.first()
+    {
+        node = child;
     }
     matches!(node.name().as_str(), "add" | "copy" | "run") && !node.json
 }
