@@ -15,6 +15,8 @@
 //! Beside them: [`shell`] (the word lexer), [`dockerignore`] (context filtering) and
 //! [`mount`] (typed `RUN --mount` values).
 
+#![warn(missing_docs)]
+
 pub mod ast;
 pub mod dockerignore;
 mod error;

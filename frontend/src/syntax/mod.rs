@@ -234,6 +234,7 @@ pub(crate) fn parse_nodes(text: &str, loc: &Locator) -> Result<Syntax, Error> {
     let mut warnings = Vec::new();
     let mut current_line = 0usize;
     let syntax_err = |msg: String| Error::new(ErrorKind::Syntax, msg);
+    let index = LineIndex::new(&loc.source);
 
     while let Some(raw) = lines.next() {
         let processed = process_line(&mut state, raw, true)
@@ -303,7 +304,6 @@ pub(crate) fn parse_nodes(text: &str, loc: &Locator) -> Result<Syntax, Error> {
                 node.heredocs.push(heredoc);
             }
         }
-        let index = LineIndex::new(&loc.source);
         node.start_line = start_line;
         node.end_line = current_line;
         node.span = index.line_span(start_line, current_line);
