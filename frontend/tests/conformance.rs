@@ -385,19 +385,32 @@ fn dockerignore_files_read_like_ignorefile() {
     report("ignorefile_readall", checked, failures);
 }
 
-/// The corpus Dockerfiles to parse: the real-world ones listed in `index.json`, and BuildKit's
-/// integration-test ones from `buildkit-integration/index.jsonl` except those it says may be
-/// skipped (`has_printf_verbs`: Go format strings; `windows_variant`).
+/// The corpus Dockerfiles to parse: every file under `dockerfiles/` except the metadata
+/// (`COMMIT`, `LICENSE*`, the indexes), skipping only what `buildkit-integration/index.jsonl`
+/// allows (`has_printf_verbs`: Go format strings; `windows_variant`).
 fn corpus() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for root in roots("dockerfiles") {
-        let index = root.join("index.json");
-        if index.exists() {
-            let entries: Value = serde_json::from_str(&read(&index)).unwrap();
-            for e in entries.as_array().unwrap() {
-                files.push(root.join(e["path"].as_str().unwrap()));
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if !(name == "COMMIT"
+                || name.starts_with("LICENSE")
+                || name.ends_with(".json")
+                || name.ends_with(".jsonl"))
+            {
+                out.push(path);
             }
         }
+    }
+    let mut files = Vec::new();
+    for root in roots("dockerfiles") {
+        let mut skipped = BTreeSet::new();
         let bk = root.join("buildkit-integration/index.jsonl");
         if bk.exists() {
             for line in read(&bk).lines().filter(|l| !l.trim().is_empty()) {
@@ -405,14 +418,16 @@ fn corpus() -> Vec<PathBuf> {
                 if e["has_printf_verbs"].as_bool() == Some(true)
                     || e["windows_variant"].as_bool() == Some(true)
                 {
-                    continue;
+                    skipped.insert(
+                        root.join("buildkit-integration")
+                            .join(e["file"].as_str().unwrap()),
+                    );
                 }
-                files.push(
-                    root.join("buildkit-integration")
-                        .join(e["file"].as_str().unwrap()),
-                );
             }
         }
+        let mut all = Vec::new();
+        walk(&root, &mut all);
+        files.extend(all.into_iter().filter(|f| !skipped.contains(f)));
     }
     files
 }
