@@ -4,9 +4,16 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+mod run_bundle;
+
 #[derive(Debug, Subcommand)]
-pub enum DebugCommand {}
+pub enum DebugCommand {
+    /// Run an OCI bundle (config.json + rootfs) in the sandbox, like `runc run`.
+    RunBundle(run_bundle::Args),
+}
 
 pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
-    match cmd {}
+    match cmd {
+        DebugCommand::RunBundle(args) => run_bundle::run(args),
+    }
 }
