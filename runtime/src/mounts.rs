@@ -23,6 +23,8 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("/proc/self/fd/1", "stdout"),
     ("/proc/self/fd/2", "stderr"),
     ("pts/ptmx", "ptmx"),
+    // runc adds it when the kernel has /proc/kcore (masked inside, like every /proc/kcore).
+    ("/proc/kcore", "core"),
 ];
 
 pub(crate) struct Context {
@@ -343,6 +345,9 @@ fn setup_dev(rootfs: &Path) -> Result<()> {
     for (target, name) in DEV_LINKS {
         let link = dev.join(name);
         if *name == "ptmx" && !dev.join("pts/ptmx").exists() {
+            continue;
+        }
+        if *name == "core" && !Path::new("/proc/kcore").exists() {
             continue;
         }
         let _ = std::fs::remove_file(&link);

@@ -8,6 +8,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::user::ResolvedUser;
 
+/// The OCI runtime-spec types, for callers that adjust a spec beyond these helpers.
+pub use oci_spec::runtime as oci;
+
 /// Docker's default capabilities (moby `oci/caps/defaults.go`).
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_CHOWN",
