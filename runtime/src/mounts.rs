@@ -232,8 +232,8 @@ fn mount_entry(rootfs: &Path, m: &Mount, ctx: &Context) -> Result<()> {
             MsFlags::MS_NODEV
         };
         remount_bind(&dst, o.flags | nodev, ctx)?;
-    } else if typ == "sysfs" && (!ctx.new_netns || ctx.rootless) {
-        // sysfs can only be mounted by the owner of the network namespace: bind the host's.
+    } else if typ == "sysfs" && ctx.rootless && !ctx.new_netns {
+        // In a user namespace, sysfs can only be mounted in a network namespace it owns.
         create_mount_point(&dst, true)?;
         raw_mount(
             Some(Path::new("/sys")),
