@@ -21,7 +21,11 @@ struct Cgroup2Mount {
 impl Cgroup2Mount {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount").args(["-t", "cgroup2", "none"]).arg(dir.path()).status().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(status.success(), "mounting cgroup2");
         Cgroup2Mount { dir }
     }
@@ -60,16 +64,28 @@ fn containers_join_and_leave_a_cgroup2_hierarchy() {
     assert_eq!(lines, ["0::/\n", "ready\n"]);
     let dir = mount.path().join(&name);
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
-    assert!(procs.lines().any(|p| p == container.pid().to_string()), "{procs}");
+    assert!(
+        procs.lines().any(|p| p == container.pid().to_string()),
+        "{procs}"
+    );
     assert_eq!(procs.lines().count(), 2, "init and the command: {procs}");
     drop(container); // killed through cgroup.kill, then removed
     assert!(!dir.exists(), "{} left behind", dir.display());
 
     // Limits need controllers that this machine binds to cgroup v1.
     let mut spec = rootfs.spec("true");
-    spec::set_limits(&mut spec, &Limits { pids: Some(10), ..Default::default() });
+    spec::set_limits(
+        &mut spec,
+        &Limits {
+            pids: Some(10),
+            ..Default::default()
+        },
+    );
     match sandbox.spawn(&spec, StdioSet::piped()) {
-        Err(RunError::Setup(message)) => assert!(message.contains("pids controller is not available"), "{message}"),
+        Err(RunError::Setup(message)) => assert!(
+            message.contains("pids controller is not available"),
+            "{message}"
+        ),
         other => panic!("expected a setup error, got {other:?}"),
     }
     // The shared parent of unnamed containers' cgroups; removable once empty.

@@ -11,8 +11,8 @@ use strata_runtime::proxy::{PortMapping, PortProxy};
 use strata_runtime::spec::{self, Network};
 use strata_runtime::{Sandbox, StdioSet};
 
-const INTERFACES: &str =
-    "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; cat /sys/class/net/lo/flags";
+const INTERFACES: &str = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; cat /sys/class/net/lo/flags; \
+     cat /proc/sys/net/ipv4/ip_unprivileged_port_start";
 
 fn host_interfaces() -> Vec<String> {
     let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
@@ -33,8 +33,8 @@ fn none_and_private_have_only_loopback_up() {
         let mut spec = rootfs.spec(INTERFACES);
         spec::set_network(&mut spec, network);
         let out = run(&spec);
-        // IFF_UP | IFF_LOOPBACK (| IFF_RUNNING shows in operstate, not here)
-        assert_eq!(out.stdout, "lo\n0x9\n", "{network:?}: {}", out.stderr);
+        // lo is IFF_UP | IFF_LOOPBACK; as in Docker, any user may bind ports below 1024.
+        assert_eq!(out.stdout, "lo\n0x9\n0\n", "{network:?}: {}", out.stderr);
     }
 }
 
@@ -51,6 +51,10 @@ fn host_network_sees_the_host_interfaces() {
         .collect();
     assert_eq!(inside, host_interfaces(), "{}", out.stderr);
     assert!(inside.len() > 1, "this machine has more than lo");
+    // The host's sysctls are left alone.
+    let host_start =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert!(out.stdout.ends_with(&host_start), "{}", out.stdout);
 }
 
 #[test]

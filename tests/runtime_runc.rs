@@ -13,7 +13,7 @@ const SCRIPT: &str = "id; hostname; \
     wc -c < /proc/keys; ls /sys/firmware | wc -l; \
     touch /proc/sys/kernel/x 2>/dev/null || echo proc-sys-read-only; \
     unshare -U true 2>/dev/null || echo unshare-refused; \
-    ulimit -n; cat /etc/passwd | head -1; exit 7";
+    ulimit -n; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; cat /etc/passwd | head -1; exit 7";
 
 fn run_bundle(bundle: &std::path::Path, runtime: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(STRATA);

@@ -193,6 +193,16 @@ fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prep
         new_netns: new_ns(LinuxNamespaceType::Network),
     };
     mounts::setup_rootfs(spec, &rootfs, &ctx)?;
+    // In the container's /proc, before /proc/sys becomes read-only.
+    for (key, value) in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().clone())
+        .unwrap_or_default()
+    {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
     let terminal = if envelope.terminal {
         Some(open_terminal(control)?)
     } else {
@@ -320,6 +330,20 @@ fn exec_workload(
         }
     }
     reset_signals();
+    // Descriptors the caller leaked to the helper without close-on-exec stop at the exec.
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| setup(format!("oom_score_adj: {e}")))?;
+    }
     apply_rlimits(process, control);
     let umask = process.user().umask().unwrap_or(0o022);
     // SAFETY: umask(2) cannot fail.

@@ -58,6 +58,13 @@ pub const READONLY_PATHS: [&str; 5] = [
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Docker (20.10+) sets these in every container with its own network namespace: any user may bind
+/// ports below 1024 and send pings.
+pub const NETWORK_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
+
 /// The container's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -85,7 +92,7 @@ pub struct Limits {
     pub cpu_period: Option<u64>,
 }
 
-/// A spec with Docker's defaults: namespaces (pid, ipc, uts, mount, network, cgroup), the
+/// A spec with Docker's defaults: namespaces (pid, ipc, uts, mount, cgroup, a private network), the
 /// standard mounts, default capabilities and seccomp profile, masked and read-only paths, root
 /// user, `/` as working directory, Docker's `PATH`, no terminal, no_new_privs off.
 /// `rootfs` must be absolute.
@@ -117,14 +124,16 @@ pub fn default_spec(rootfs: &Path, args: Vec<String>) -> Spec {
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
         ],
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}, {"type": "cgroup"}],
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": crate::seccomp::oci_profile(&caps),
         },
     });
     // The value above is fixed and matches the spec's schema.
-    serde_json::from_value(value).unwrap_or_default()
+    let mut spec = serde_json::from_value(value).unwrap_or_default();
+    set_network(&mut spec, Network::Private);
+    spec
 }
 
 /// Sets the network: a new namespace for `None`/`Private`, the host's for `Host`.
@@ -132,11 +141,20 @@ pub fn set_network(spec: &mut Spec, network: Network) {
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
-    if network != Network::Host {
+    let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+    if network == Network::Host {
+        for (key, _) in NETWORK_SYSCTLS {
+            sysctl.remove(key);
+        }
+    } else {
         let mut ns = oci_spec::runtime::LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::Network);
         namespaces.push(ns);
+        for (key, value) in NETWORK_SYSCTLS {
+            sysctl.insert(key.to_string(), value.to_string());
+        }
     }
+    linux.set_sysctl((!sysctl.is_empty()).then_some(sysctl));
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
 }
