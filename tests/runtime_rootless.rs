@@ -124,7 +124,8 @@ fn an_unprivileged_user_runs_a_container_mapped_to_root() {
     let bundle = tempfile::tempdir().unwrap();
 
     let script = "echo pid=$$; id; hostname; cat /proc/self/uid_map /proc/self/gid_map | tr -s ' '; \
-                  grep CapEff /proc/self/status; touch /made-by-root; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
+                  grep CapEff /proc/self/status; touch /made-by-root; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; \
+                  cat /proc/sys/net/ipv4/ping_group_range";
     let spec = rootfs.spec(script);
     std::fs::write(
         bundle.path().join("config.json"),
@@ -136,7 +137,7 @@ fn an_unprivileged_user_runs_a_container_mapped_to_root() {
     let (code, out, err) = run_as(&user, bundle.path());
     assert_eq!(code, 0, "{err}");
     let expected = format!(
-        "pid=2\nuid=0(root) gid=0(root)\nsandbox\n 0 {uid} 1\n 1 {start} {count}\n 0 {gid} 1\n 1 {start} {count}\nCapEff:\t00000000a80425fb\nlo\n",
+        "pid=2\nuid=0(root) gid=0(root)\nsandbox\n 0 {uid} 1\n 1 {start} {count}\n 0 {gid} 1\n 1 {start} {count}\nCapEff:\t00000000a80425fb\nlo\n0\t{count}\n",
         uid = user.uid,
         gid = user.gid,
         start = user.sub.0,

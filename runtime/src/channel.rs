@@ -153,3 +153,28 @@ pub(crate) fn recv_payload(sock: BorrowedFd<'_>) -> std::io::Result<(Vec<u8>, Ve
     }
     Ok((payload, fds))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn payloads_larger_than_a_message_arrive_whole_with_their_descriptors() {
+        let (a, b) = socket_pair().unwrap();
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"through SCM_RIGHTS").unwrap();
+        let sender = std::thread::spawn(move || {
+            send_payload(a.as_fd(), &payload, &[file.as_raw_fd()]).map(|_| payload)
+        });
+        let (received, fds) = recv_payload(b.as_fd()).unwrap();
+        assert_eq!(received, sender.join().unwrap().unwrap());
+        let mut passed = std::fs::File::from(fds.into_iter().next().unwrap());
+        passed.rewind().unwrap();
+        let mut text = String::new();
+        passed.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "through SCM_RIGHTS");
+    }
+}

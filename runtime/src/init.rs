@@ -194,12 +194,15 @@ fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prep
     };
     mounts::setup_rootfs(spec, &rootfs, &ctx)?;
     // In the container's /proc, before /proc/sys becomes read-only.
-    for (key, value) in spec
+    let sysctls = spec
         .linux()
         .as_ref()
         .and_then(|l| l.sysctl().clone())
-        .unwrap_or_default()
-    {
+        .unwrap_or_default();
+    for (key, mut value) in sysctls {
+        if user_ns && key == "net.ipv4.ping_group_range" {
+            value = clamp_to_mapped_gids(&value);
+        }
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
     }
@@ -221,6 +224,29 @@ fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prep
         None => None,
     };
     Ok(Prepared { terminal, seccomp })
+}
+
+/// In a user namespace a gid range may only name mapped gids: `0 2147483647` becomes `0 <highest>`.
+fn clamp_to_mapped_gids(range: &str) -> String {
+    let highest = std::fs::read_to_string("/proc/self/gid_map")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (f.len() == 3 && f[2] > 0).then(|| f[0] + f[2] - 1)
+        })
+        .max()
+        .unwrap_or(0);
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u64>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), Some(high)) => format!("{} {}", low.min(highest), high.min(highest)),
+        _ => range.to_string(),
+    }
 }
 
 /// Names of the capabilities the command keeps (its bounding set).
