@@ -52,7 +52,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(exit_code(status.code));
     }
-    let exit = Sandbox::new("/proc/self/exe").run(&spec, StdioSet::inherit())?;
+    let mut container = Sandbox::new("/proc/self/exe").spawn(&spec, StdioSet::inherit())?;
+    let mut output = None;
+    if let Some(pty) = container.pty.take() {
+        // A terminal was asked for: relay it to our own stdio (no raw mode: a debugging aid).
+        let mut input = pty.try_clone()?;
+        std::thread::spawn(move || std::io::copy(&mut std::io::stdin().lock(), &mut input));
+        output = Some(std::thread::spawn(move || {
+            std::io::copy(&mut &pty, &mut std::io::stdout().lock())
+        }));
+    }
+    let exit = container.wait()?;
+    if let Some(output) = output {
+        // Ends with EIO once the terminal's last user is gone.
+        let _ = output.join();
+    }
     for warning in &exit.warnings {
         eprintln!("strata: warning: {warning}");
     }
