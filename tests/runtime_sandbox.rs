@@ -447,3 +447,107 @@ fn terminal_gives_the_command_a_controlling_pty() {
     }
     assert_eq!(String::from_utf8_lossy(&out), "/dev/pts/0\r\ndone\r\n");
 }
+
+/// An overlay mount (the snapshotter's RUN setup), unmounted on drop.
+struct Overlay {
+    merged: std::path::PathBuf,
+    _dirs: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn new(lower: &Path) -> (Self, std::path::PathBuf) {
+        let dirs = tempfile::tempdir().unwrap();
+        let (upper, work, merged) = (
+            dirs.path().join("upper"),
+            dirs.path().join("work"),
+            dirs.path().join("merged"),
+        );
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let status = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        (
+            Overlay {
+                merged,
+                _dirs: dirs,
+            },
+            upper,
+        )
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.merged)
+            .status();
+    }
+}
+
+#[test]
+fn a_run_step_over_an_overlay_leaves_only_the_commands_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let lower = Rootfs::new();
+    for d in ["proc", "dev", "sys"] {
+        std::fs::create_dir(lower.path().join(d)).unwrap();
+    }
+    let (overlay, upper) = Overlay::new(lower.path());
+    let context = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut spec = spec::default_spec(&overlay.merged, vec!["sh".into(), "-c".into(), "echo hi > /hello; mkdir -p /var/cache; ls /src >/dev/null; cat /etc/hosts /etc/resolv.conf >/dev/null".into()]);
+    spec::add_bind(&mut spec, context.path(), Path::new("/src"), true);
+    let files = strata_runtime::etc::EtcFiles {
+        hostname: "buildkitsandbox".into(),
+        extra_hosts: Vec::new(),
+        network: spec::Network::Private,
+        hostname_file: false,
+        readonly: true,
+    };
+    strata_runtime::etc::mount_etc_files(&mut spec, state.path(), &files).unwrap();
+    let out = run(&spec);
+    assert!(out.exit.status.success(), "{}", out.stderr);
+
+    let mut changes: Vec<String> = walk(&upper);
+    changes.sort();
+    // /etc was copied up to hold the mount points; it is back to the lower directory's state.
+    assert_eq!(changes, ["etc", "hello", "var", "var/cache"]);
+    let (up, low) = (
+        std::fs::metadata(upper.join("etc")).unwrap(),
+        std::fs::metadata(lower.path().join("etc")).unwrap(),
+    );
+    assert_eq!(
+        (up.mtime(), up.mtime_nsec()),
+        (low.mtime(), low.mtime_nsec())
+    );
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(
+                path.strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if path.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    found
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Cgroup;
 use crate::channel::{self, Report};
-use crate::rootpath::resolve_in_root;
+use crate::stubs::Stubs;
 use crate::{ExitStatus, init, rootless};
 
 /// What the caller sends the helper.
@@ -26,20 +26,6 @@ pub(crate) struct Envelope {
     /// A terminal is created inside; otherwise three stdio descriptors come with the envelope.
     pub terminal: bool,
 }
-
-/// Mount destinations whose missing mount points are removed again after the run, as BuildKit's
-/// MountStubsCleaner does, so a RUN step's diff holds none of them.
-const GENERATED_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"];
-/// Mounts every container has: runc leaves their mount points in the rootfs, and so do we.
-const SYSTEM_MOUNTS: &[&str] = &[
-    "/proc",
-    "/dev",
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/sys",
-    "/sys/fs/cgroup",
-];
 
 pub(crate) fn main() -> ! {
     // The control socket arrives as stdin; move it out of the way of the container's stdio.
@@ -103,7 +89,7 @@ fn run(control: &OwnedFd) -> Result<(), String> {
     };
 
     let cgroup = make_cgroup(spec, envelope.cgroup_v2_root.as_deref(), rootless, &warn)?;
-    let stubs = missing_mount_points(&rootfs, spec);
+    let stubs = Stubs::create(&rootfs, spec);
     let result = run_container(control, &envelope, stdio, cgroup.as_ref(), rootless);
     let (status, oom_killed) = match &result {
         Ok(status) => (*status, cgroup.as_ref().is_some_and(|c| c.oom_killed())),
@@ -118,7 +104,7 @@ fn run(control: &OwnedFd) -> Result<(), String> {
     if let Some(cgroup) = &cgroup {
         cgroup.destroy();
     }
-    remove_stubs(&stubs);
+    stubs.remove();
     result?;
     let _ = channel::report(control.as_fd(), &Report::Exited { status, oom_killed }, &[]);
     Ok(())
@@ -314,81 +300,4 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 fn read_byte(sync: &mut UnixStream) -> bool {
     let mut b = [0u8; 1];
     sync.read_exact(&mut b).is_ok()
-}
-
-/// Host paths under the rootfs that do not exist yet and that mounting will create: the mount
-/// points of the generated /etc files and of bind and tmpfs mounts (with missing parents).
-fn missing_mount_points(rootfs: &Path, spec: &Spec) -> Vec<PathBuf> {
-    let mut destinations: Vec<PathBuf> = GENERATED_FILES.iter().map(PathBuf::from).collect();
-    for m in spec.mounts().iter().flatten() {
-        if !SYSTEM_MOUNTS
-            .iter()
-            .any(|s| Path::new(s) == m.destination())
-        {
-            destinations.push(m.destination().clone());
-        }
-    }
-    let mut missing = Vec::new();
-    for dest in destinations {
-        let Ok(mut path) = resolve_in_root(rootfs, &dest) else {
-            continue;
-        };
-        while path != rootfs && std::fs::symlink_metadata(&path).is_err() {
-            if !missing.contains(&path) {
-                missing.push(path.clone());
-            }
-            if !path.pop() {
-                break;
-            }
-        }
-    }
-    missing
-}
-
-/// Removes the mount points that mounting created, if they are still empty, and restores their
-/// parent's timestamps (BuildKit does the same for reproducible layers).
-fn remove_stubs(stubs: &[PathBuf]) {
-    let mut stubs = stubs.to_vec();
-    stubs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for stub in &stubs {
-        let Ok(meta) = std::fs::symlink_metadata(stub) else {
-            continue;
-        };
-        let empty = if meta.is_dir() {
-            std::fs::read_dir(stub).is_ok_and(|mut d| d.next().is_none())
-        } else {
-            meta.len() == 0
-        };
-        if !empty {
-            continue;
-        }
-        let parent = stub.parent().map(Path::to_path_buf);
-        let times = parent.as_ref().and_then(|p| std::fs::metadata(p).ok());
-        let removed = if meta.is_dir() {
-            std::fs::remove_dir(stub)
-        } else {
-            std::fs::remove_file(stub)
-        };
-        if let (Ok(()), Some(parent), Some(times)) = (removed, parent, times) {
-            let _ = set_times(&parent, &times);
-        }
-    }
-}
-
-fn set_times(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let file = std::fs::File::open(path)?;
-    let ts = |s, ns| libc::timespec {
-        tv_sec: s,
-        tv_nsec: ns,
-    };
-    let times = [
-        ts(meta.atime(), meta.atime_nsec()),
-        ts(meta.mtime(), meta.mtime_nsec()),
-    ];
-    // SAFETY: futimens(2) on an open descriptor with two valid timespecs.
-    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -36,6 +36,7 @@ mod rootless;
 pub mod rootpath;
 pub mod seccomp;
 pub mod spec;
+mod stubs;
 pub mod user;
 
 pub use bundle::{ExternalRuntime, run_external};
