@@ -73,7 +73,7 @@ fn published_port_reaches_a_private_container() {
     let mut stdout = BufReader::new(container.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let netns = std::fs::File::open(format!("/proc/{}/ns/net", container.pid())).unwrap();
+    let netns = container.namespace("net").unwrap();
     let mapping = PortMapping {
         host: "127.0.0.1:0".parse().unwrap(),
         container_port: 8080,

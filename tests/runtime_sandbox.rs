@@ -17,8 +17,10 @@ const DOCKER_CAPS: &str = "00000000a80425fb";
 #[test]
 fn fresh_pid_uts_and_mount_namespaces() {
     let rootfs = Rootfs::new();
-    let out = run(&rootfs
-        .spec("echo pid=$$ ppid=$PPID; hostname; ls /proc | grep -c '^[0-9]*$'; cat /proc/mounts"));
+    let out = run(&rootfs.spec(
+        "echo pid=$$ ppid=$PPID; hostname; ls /proc | grep -c '^[0-9]*$'; \
+         readlink /proc/1/exe 2>/dev/null || echo init-hidden; cat /proc/mounts",
+    ));
     assert!(out.exit.status.success(), "{}", out.stderr);
     let mut lines = out.stdout.lines();
     // The command is the child of the sandbox's init (PID 1).
@@ -27,6 +29,8 @@ fn fresh_pid_uts_and_mount_namespaces() {
     // init, sh, ls, grep: no host processes.
     let processes: usize = lines.next().unwrap().parse().unwrap();
     assert!(processes <= 4, "{processes} processes visible");
+    // init runs the host's strata binary: not even root inside may look at it.
+    assert_eq!(lines.next(), Some("init-hidden"));
     let mounts: Vec<&str> = lines.collect();
     assert!(
         mounts

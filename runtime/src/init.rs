@@ -125,9 +125,14 @@ fn init_main(
         // SAFETY: see `fail`.
         unsafe { libc::_exit(1) }
     }
-    // The helper adopted us: die with it.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only arranges a signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The helper adopted us: die with it. Not dumpable: the container's processes must never open
+    // /proc/1/exe (the host's strata binary) or /proc/1/fd (the control socket), whatever their
+    // capabilities (runc's CVE-2019-5736).
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and prctl(PR_SET_DUMPABLE) only set process attributes.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let spec = &envelope.spec;
     let prepared = match prepare(envelope, control, user_ns) {
         Ok(p) => p,

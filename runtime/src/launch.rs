@@ -258,6 +258,12 @@ impl Container {
         self.pidfd.as_ref().map(|f| f.as_fd())
     }
 
+    /// Opens one of the container's namespaces (`net`, `mnt`, `pid`, `ipc`, `uts`, `cgroup`, `user`),
+    /// e.g. the network namespace for [`crate::proxy::PortProxy`].
+    pub fn namespace(&self, name: &str) -> std::io::Result<File> {
+        File::open(format!("/proc/{}/ns/{name}", self.pid))
+    }
+
     /// Warnings reported so far.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
