@@ -4,6 +4,7 @@ mod runtime_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runtime_support::{Rootfs, STRATA, run};
@@ -73,32 +74,30 @@ fn published_port_reaches_a_private_container() {
     let mut stdout = BufReader::new(container.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let netns = container.namespace("net").unwrap();
     let mapping = PortMapping {
         host: "127.0.0.1:0".parse().unwrap(),
         container_port: 8080,
     };
-    let proxy = PortProxy::start(netns, &[mapping]).unwrap();
-    let addr = proxy.local_addrs()[0];
-    // The server may still be starting: the proxy then closes the connection; try again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let response = loop {
-        let mut conn = TcpStream::connect(addr).unwrap();
-        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-        let mut response = String::new();
-        let _ = conn.read_to_string(&mut response);
-        if !response.is_empty() || Instant::now() > deadline {
-            break response;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(
-        response.starts_with("HTTP/1.") && response.contains(" 200 "),
-        "{response}"
+    // Both ways of connecting inside: a thread joining the namespace (root), and the connector
+    // process that rootless callers use.
+    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
+    let (user, net) = (
+        container.namespace("user").unwrap(),
+        container.namespace("net").unwrap(),
     );
-    assert!(response.ends_with("hello from the sandbox\n"), "{response}");
-    // Dropping the proxy stops listening.
-    drop(proxy);
+    let by_process =
+        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    for proxy in [&by_thread, &by_process] {
+        let response = http_get(proxy.local_addrs()[0]);
+        assert!(
+            response.starts_with("HTTP/1.") && response.contains(" 200 "),
+            "{response}"
+        );
+        assert!(response.ends_with("hello from the sandbox\n"), "{response}");
+    }
+    let addr = by_thread.local_addrs()[0];
+    drop(by_thread);
+    drop(by_process);
     assert!(
         TcpStream::connect(addr).is_err(),
         "the proxy stopped listening"
@@ -106,4 +105,20 @@ fn published_port_reaches_a_private_container() {
     container.signal(libc::SIGKILL).unwrap();
     let exit = container.wait().unwrap();
     assert_eq!(exit.status.signal, Some(libc::SIGKILL));
+}
+
+/// GETs /index.html through `addr`, retrying while the server inside is still starting (the proxy
+/// then closes the connection at once).
+fn http_get(addr: std::net::SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        if !response.is_empty() || Instant::now() > deadline {
+            return response;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

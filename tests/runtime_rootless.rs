@@ -21,8 +21,9 @@ struct TestUser {
 }
 
 impl TestUser {
-    fn create() -> Self {
-        let name = format!("strata-rl{}", std::process::id());
+    /// `tag` tells apart the users of tests running at the same time.
+    fn create(tag: &str) -> Self {
+        let name = format!("strata-rl{}{tag}", std::process::id());
         let status = Command::new("useradd")
             .args(["--no-create-home", "--shell", "/bin/false", &name])
             .status()
@@ -119,7 +120,7 @@ fn run_as(user: &TestUser, bundle: &Path) -> (i32, String, String) {
 
 #[test]
 fn an_unprivileged_user_runs_a_container_mapped_to_root() {
-    let user = TestUser::create();
+    let user = TestUser::create("a");
     let rootfs = Rootfs::new();
     let bundle = tempfile::tempdir().unwrap();
 
@@ -171,4 +172,58 @@ fn an_unprivileged_user_runs_a_container_mapped_to_root() {
         .unwrap()
         .uid();
     assert_eq!(owner, user.sub.0 + 1000 - 1);
+}
+
+#[test]
+fn an_unprivileged_user_publishes_a_port() {
+    let user = TestUser::create("b");
+    let rootfs = Rootfs::new();
+    let bundle = tempfile::tempdir().unwrap();
+    // Serves one connection, then the container ends.
+    let spec = rootfs.spec("echo hello from rootless | nc -l -p 8080");
+    std::fs::write(
+        bundle.path().join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    chown_tree(rootfs.path(), user.uid, user.gid);
+    chown_tree(bundle.path(), user.uid, user.gid);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", user.uid),
+            &format!("--regid={}", user.gid),
+            "--clear-groups",
+        ])
+        .args([
+            STRATA,
+            "debug",
+            "run-bundle",
+            "--publish",
+            &format!("{port}:8080"),
+        ])
+        .arg(bundle.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut received = String::new();
+    while received.is_empty() && std::time::Instant::now() < deadline {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = std::io::Read::read_to_string(&mut conn, &mut received);
+        }
+        if received.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    if received.is_empty() {
+        let _ = child.kill(); // the container goes with it
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(received, "hello from rootless\n");
+    assert!(status.success(), "{status}");
 }

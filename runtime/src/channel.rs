@@ -17,7 +17,7 @@ use crate::ExitStatus;
 /// Largest message payload; bigger payloads (the spec) are split into chunks.
 const CHUNK: usize = 32 * 1024;
 /// Most file descriptors one message carries.
-const MAX_FDS: usize = 4;
+const MAX_FDS: usize = 8;
 
 /// Messages the helper side (helper, init, workload) sends to the caller.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub(crate) enum Report {
     Warning(String),
     /// The master side of the container's terminal (fd attached).
     PtyMaster,
+    /// Init's namespaces, one descriptor attached per name, in order. Init opens them itself:
+    /// it is not dumpable, so its /proc/<pid>/ns entries are closed to unprivileged callers.
+    Namespaces(Vec<String>),
     /// The container's init runs; its pid in the caller's pid namespace (a pidfd attached).
     Started { pid: i32 },
     /// Setting the container up failed before the command ran.

@@ -3,7 +3,7 @@
 //! subreaper), waits for it and cleans up.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -29,16 +29,22 @@ pub(crate) struct Envelope {
 
 pub(crate) fn main() -> ! {
     // The control socket arrives as stdin; move it out of the way of the container's stdio.
-    // SAFETY: fd 0 is ours (the caller made it the control socket) and nothing else owns it.
-    let stdin = unsafe { OwnedFd::from_raw_fd(0) };
-    let control = match stdin.as_fd().try_clone_to_owned() {
-        Ok(fd) => fd,
-        Err(_) => std::process::exit(1),
+    // SAFETY: fd 0 stays open until the dup2 below replaces it.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let Ok(control) = stdin.try_clone_to_owned() else {
+        std::process::exit(1)
     };
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
-    } else {
-        drop(stdin);
+    }
+    if std::env::args().nth(2).as_deref() == Some(crate::proxy::CONNECTOR_ARG) {
+        std::process::exit(match crate::proxy::connector_main(&control) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("strata: port proxy connector: {e}");
+                1
+            }
+        });
     }
     let code = match run(&control) {
         Ok(()) => 0,

@@ -211,6 +211,7 @@ fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prep
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
     }
+    send_namespaces(control)?;
     let terminal = if envelope.terminal {
         Some(open_terminal(control)?)
     } else {
@@ -252,6 +253,21 @@ fn clamp_to_mapped_gids(range: &str) -> String {
         (Some(low), Some(high)) => format!("{} {}", low.min(highest), high.min(highest)),
         _ => range.to_string(),
     }
+}
+
+/// Namespaces a container can have, as /proc/<pid>/ns names them.
+const NAMESPACES: [&str; 7] = ["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"];
+
+fn send_namespaces(control: &OwnedFd) -> Result<(), String> {
+    let files: Vec<std::fs::File> = NAMESPACES
+        .iter()
+        .map(|n| std::fs::File::open(format!("/proc/self/ns/{n}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("opening our namespaces: {e}"))?;
+    let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let names = NAMESPACES.iter().map(|n| n.to_string()).collect();
+    channel::report(control.as_fd(), &Report::Namespaces(names), &fds)
+        .map_err(|e| format!("sending namespaces: {e}"))
 }
 
 /// Names of the capabilities the command keeps (its bounding set).

@@ -105,6 +105,11 @@ impl Sandbox {
         }
     }
 
+    /// The helper executable.
+    pub fn helper(&self) -> &std::path::Path {
+        &self.helper
+    }
+
     /// Uses the cgroup v2 hierarchy mounted at `root` instead of detecting the host's layout.
     pub fn with_cgroup_v2_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.cgroup_v2_root = Some(root.into());
@@ -164,6 +169,7 @@ impl Sandbox {
             stderr,
             pty: None,
             warnings: Vec::new(),
+            namespaces: Vec::new(),
             exec_error: None,
             workload: None,
             finished: None,
@@ -240,6 +246,7 @@ pub struct Container {
     /// The terminal's master side, when the spec asked for a terminal (`process.terminal`).
     pub pty: Option<File>,
     warnings: Vec<String>,
+    namespaces: Vec<(String, OwnedFd)>,
     exec_error: Option<String>,
     workload: Option<ExitStatus>,
     finished: Option<(ExitStatus, bool)>,
@@ -258,10 +265,17 @@ impl Container {
         self.pidfd.as_ref().map(|f| f.as_fd())
     }
 
-    /// Opens one of the container's namespaces (`net`, `mnt`, `pid`, `ipc`, `uts`, `cgroup`, `user`),
-    /// e.g. the network namespace for [`crate::proxy::PortProxy`].
+    /// One of the container's namespaces (`user`, `mnt`, `pid`, `net`, `ipc`, `uts`, `cgroup`) as a
+    /// new descriptor: for `setns(2)` (`strata exec`) and [`crate::proxy::PortProxy`]. Works without
+    /// root: init sends them itself.
     pub fn namespace(&self, name: &str) -> std::io::Result<File> {
-        File::open(format!("/proc/{}/ns/{name}", self.pid))
+        match self.namespaces.iter().find(|(n, _)| n == name) {
+            Some((_, fd)) => Ok(File::from(fd.try_clone()?)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {name} namespace"),
+            )),
+        }
     }
 
     /// Warnings reported so far.
@@ -326,6 +340,9 @@ impl Container {
         match &report {
             Report::Warning(w) => self.warnings.push(w.clone()),
             Report::PtyMaster => self.pty = fds.pop().map(File::from),
+            Report::Namespaces(names) => {
+                self.namespaces = names.iter().cloned().zip(fds.drain(..)).collect()
+            }
             Report::Started { .. } => self.pidfd = fds.pop(),
             Report::ExecFailed { message, .. } => self.exec_error = Some(message.clone()),
             Report::WorkloadExited(status) => self.workload = Some(*status),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use strata_runtime::proxy::{PortMapping, PortProxy};
 use strata_runtime::spec::Network;
 use strata_runtime::{ExternalRuntime, Sandbox, Spec, StdioSet};
 
@@ -15,6 +16,10 @@ pub struct Args {
     /// Override the spec's network: host, none or private.
     #[arg(long, value_parser = ["host", "none", "private"])]
     network: Option<String>,
+    /// Publish a container port: `[HOST_IP:]HOST_PORT:CONTAINER_PORT` (TCP, through the userspace
+    /// proxy; HOST_IP defaults to 127.0.0.1).
+    #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
+    publish: Vec<PortMapping>,
     /// Container id (external runtimes; cgroup name).
     #[arg(long, default_value = "strata-debug")]
     id: String,
@@ -52,7 +57,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(exit_code(status.code));
     }
-    let mut container = Sandbox::new("/proc/self/exe").spawn(&spec, StdioSet::inherit())?;
+    let sandbox = Sandbox::new("/proc/self/exe");
+    let mut container = sandbox.spawn(&spec, StdioSet::inherit())?;
+    let _proxy = match args.publish.is_empty() {
+        true => None,
+        false => Some(
+            PortProxy::for_container(&sandbox, &container, &args.publish)
+                .context("publishing ports")?,
+        ),
+    };
     let mut output = None;
     if let Some(pty) = container.pty.take() {
         // A terminal was asked for: relay it to our own stdio (no raw mode: a debugging aid).
@@ -81,4 +94,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+fn parse_publish(value: &str) -> Result<PortMapping, String> {
+    let bad = || format!("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT, got {value:?}");
+    let (host, container) = value.rsplit_once(':').ok_or_else(bad)?;
+    let container_port = container.parse().map_err(|_| bad())?;
+    let host = match host.rsplit_once(':') {
+        Some((ip, port)) => format!("{ip}:{port}"),
+        None => format!("127.0.0.1:{host}"),
+    };
+    Ok(PortMapping {
+        host: host.parse().map_err(|_| bad())?,
+        container_port,
+    })
 }
