@@ -24,7 +24,7 @@
 //! ```
 
 mod bundle;
-pub mod cgroup;
+mod cgroup;
 mod channel;
 pub mod etc;
 mod helper;
