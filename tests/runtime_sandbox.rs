@@ -197,12 +197,17 @@ fn exit_codes_signals_and_missing_executables() {
 #[test]
 fn init_reaps_orphaned_zombies() {
     let rootfs = Rootfs::new();
-    // The inner shell exits at once, orphaning its `sleep`: init adopts and must reap it.
+    // The inner shell exits at once, orphaning its `usleep`: init adopts it. Once it has exited,
+    // it is either gone (reaped) or a zombie (state Z); wait for one or the other.
     let out = run(&rootfs.spec(
-        "sh -c 'sleep 0.2 &'; sleep 0.6; cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $3}' | sort | uniq -c",
+        "sh -c 'usleep 100000 &'; \
+         for i in $(seq 100); do \
+           s=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == \"(usleep)\" {print $3}'); \
+           [ -z \"$s\" ] || [ \"$s\" = Z ] && break; usleep 50000; \
+         done; echo \"orphan=[$s]\"",
     ));
     assert!(out.exit.status.success(), "{}", out.stderr);
-    assert!(!out.stdout.contains(" Z"), "zombie left: {}", out.stdout);
+    assert_eq!(out.stdout, "orphan=[]\n", "{}", out.stderr);
 }
 
 #[test]
