@@ -560,3 +560,29 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     found
 }
+
+#[test]
+fn cpu_memory_and_pids_limits_reach_the_containers_cgroup() {
+    let rootfs = Rootfs::new();
+    let mut spec = rootfs.spec(
+        "cd /sys/fs/cgroup; cat cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us cpu/cpu.shares \
+         memory/memory.limit_in_bytes pids/pids.max; grep -c . pids/cgroup.procs",
+    );
+    let limits = Limits {
+        memory: Some(64 << 20),
+        pids: Some(100),
+        cpu_shares: Some(512),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        ..Default::default()
+    };
+    spec::set_limits(&mut spec, &limits);
+    let out = run(&spec);
+    // The cgroup namespace shows the container's own cgroup as the root of each hierarchy, with
+    // init and the command (the shell execs its last command, grep) in it.
+    assert_eq!(
+        out.stdout, "50000\n100000\n512\n67108864\n100\n2\n",
+        "{}",
+        out.stderr
+    );
+}
