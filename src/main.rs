@@ -51,6 +51,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper must start before anything else (clap, threads, an async runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == strata_runtime::HELPER_ARG)
+    {
+        strata_runtime::helper_main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version => commands::version::run(),

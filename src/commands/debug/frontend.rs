@@ -1,4 +1,5 @@
-//! `strata debug ...`: hidden commands that expose library internals to conformance tests.
+//! `strata debug dump-ast | expand | ignore | plan`: the frontend's parser, shell lexer,
+//! `.dockerignore` matcher and planner, reachable for the conformance suites.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -6,27 +7,10 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use strata_frontend::eval::{BaseState, EvaluatedStage, describe, evaluate_stage};
 use strata_frontend::plan::{Base, BuildOptions, Platform, plan};
 use strata_frontend::shell::Lexer;
-
-#[derive(Debug, Subcommand)]
-pub enum DebugCommand {
-    /// Parse and normalise an image reference; print it as JSON.
-    ParseRef {
-        #[arg(allow_hyphen_values = true)]
-        reference: String,
-    },
-    /// Print BuildKit's AST dump of a Dockerfile.
-    DumpAst(DumpAstArgs),
-    /// Expand a word with BuildKit's shell lexer and print the result as JSON.
-    Expand(ExpandArgs),
-    /// Tell which paths `.dockerignore` patterns exclude.
-    Ignore(IgnoreArgs),
-    /// Print the resolved build graph with every instruction expanded.
-    Plan(PlanArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct DumpAstArgs {
@@ -74,16 +58,6 @@ pub struct PlanArgs {
     build_args: Vec<String>,
 }
 
-pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        DebugCommand::ParseRef { reference } => super::parse_ref::run(&reference),
-        DebugCommand::DumpAst(args) => dump_ast(args),
-        DebugCommand::Expand(args) => expand(args),
-        DebugCommand::Ignore(args) => ignore(args),
-        DebugCommand::Plan(args) => plan_command(args),
-    }
-}
-
 fn read_input(file: &str) -> anyhow::Result<(String, String)> {
     if file == "-" {
         let mut text = String::new();
@@ -105,7 +79,7 @@ fn fail(err: &strata_frontend::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn dump_ast(args: DumpAstArgs) -> anyhow::Result<ExitCode> {
+pub fn dump_ast(args: DumpAstArgs) -> anyhow::Result<ExitCode> {
     let (text, name) = read_input(&args.file)?;
     match strata_frontend::parse_ast(&text, &name) {
         Ok(ast) => {
@@ -116,7 +90,7 @@ fn dump_ast(args: DumpAstArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn expand(args: ExpandArgs) -> anyhow::Result<ExitCode> {
+pub fn expand(args: ExpandArgs) -> anyhow::Result<ExitCode> {
     let mut env: Vec<(String, String)> = Vec::new();
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
@@ -141,7 +115,7 @@ fn expand(args: ExpandArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ignore(args: IgnoreArgs) -> anyhow::Result<ExitCode> {
+pub fn ignore(args: IgnoreArgs) -> anyhow::Result<ExitCode> {
     let matcher = match strata_frontend::dockerignore::Matcher::new(&args.patterns) {
         Ok(m) => m,
         Err(e) => return Ok(fail(&e)),
@@ -156,18 +130,17 @@ fn ignore(args: IgnoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The platform strata runs on, as OCI names it.
+/// The platform strata runs on, in the frontend's terms.
 fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    Platform::new("linux", arch, "")
+    let host = strata_store::Platform::host();
+    Platform::new(
+        &host.os,
+        &host.architecture,
+        host.variant.as_deref().unwrap_or(""),
+    )
 }
 
-fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
+pub fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (text, name) = read_input(&args.file)?;
     let df = match strata_frontend::parse(&text, &name) {
         Ok(df) => df,

@@ -1,0 +1,124 @@
+//! Networks: none and private (own namespace, only `lo`, up), host, and the userspace port proxy.
+
+mod runtime_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use runtime_support::{Rootfs, STRATA, run};
+use strata_runtime::proxy::{PortMapping, PortProxy};
+use strata_runtime::spec::{self, Network};
+use strata_runtime::{Sandbox, StdioSet};
+
+const INTERFACES: &str = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; cat /sys/class/net/lo/flags; \
+     cat /proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+fn host_interfaces() -> Vec<String> {
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn none_and_private_have_only_loopback_up() {
+    let rootfs = Rootfs::new();
+    for network in [Network::None, Network::Private] {
+        let mut spec = rootfs.spec(INTERFACES);
+        spec::set_network(&mut spec, network);
+        let out = run(&spec);
+        // lo is IFF_UP | IFF_LOOPBACK; as in Docker, any user may bind ports below 1024.
+        assert_eq!(out.stdout, "lo\n0x9\n0\n", "{network:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn host_network_sees_the_host_interfaces() {
+    let rootfs = Rootfs::new();
+    let mut spec = rootfs.spec(INTERFACES);
+    spec::set_network(&mut spec, Network::Host);
+    let out = run(&spec);
+    let inside: Vec<&str> = out
+        .stdout
+        .lines()
+        .take_while(|l| !l.starts_with("0x"))
+        .collect();
+    assert_eq!(inside, host_interfaces(), "{}", out.stderr);
+    assert!(inside.len() > 1, "this machine has more than lo");
+    // The host's sysctls are left alone.
+    let host_start =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert!(out.stdout.ends_with(&host_start), "{}", out.stdout);
+}
+
+#[test]
+fn published_port_reaches_a_private_container() {
+    let rootfs = Rootfs::new();
+    std::fs::create_dir(rootfs.path().join("www")).unwrap();
+    std::fs::write(
+        rootfs.path().join("www/index.html"),
+        "hello from the sandbox\n",
+    )
+    .unwrap();
+    let spec = rootfs.spec("echo ready; exec httpd -f -p 8080 -h /www");
+    let mut container = Sandbox::new(STRATA)
+        .spawn(&spec, StdioSet::piped())
+        .unwrap();
+    let mut stdout = BufReader::new(container.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let mapping = PortMapping {
+        host: "127.0.0.1:0".parse().unwrap(),
+        container_port: 8080,
+    };
+    // Both ways of connecting inside: a thread joining the namespace (root), and the connector
+    // process that rootless callers use.
+    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
+    let (user, net) = (
+        container.namespace("user").unwrap(),
+        container.namespace("net").unwrap(),
+    );
+    let by_process =
+        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    for proxy in [&by_thread, &by_process] {
+        let response = http_get(proxy.local_addrs()[0]);
+        assert!(
+            response.starts_with("HTTP/1.") && response.contains(" 200 "),
+            "{response}"
+        );
+        assert!(response.ends_with("hello from the sandbox\n"), "{response}");
+    }
+    let addr = by_thread.local_addrs()[0];
+    drop(by_thread);
+    drop(by_process);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the proxy stopped listening"
+    );
+    container.signal(libc::SIGKILL).unwrap();
+    let exit = container.wait().unwrap();
+    assert_eq!(exit.status.signal, Some(libc::SIGKILL));
+}
+
+/// GETs /index.html through `addr`, retrying while the server inside is still starting (the proxy
+/// then closes the connection at once).
+fn http_get(addr: std::net::SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        if !response.is_empty() || Instant::now() > deadline {
+            return response;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
