@@ -7,6 +7,7 @@
 
 mod compression;
 mod digest;
+mod gzip;
 
 pub use compression::{Compression, Decoder, Encoder, EncoderOptions, UnknownCompression};
 pub use digest::{DigestMismatch, HashingReader, HashingWriter, VerifyingReader, sha256_digest};

@@ -1,0 +1,402 @@
+//! Parallel gzip whose bytes do not depend on the number of threads.
+//!
+//! The input is cut into fixed 128 KiB blocks (pigz's default). Each block is deflated on its own,
+//! primed with the previous 32 KiB of input as a preset dictionary so matches can reach back across
+//! the cut exactly as in one stream, and ends with a sync flush (an empty stored block) so blocks
+//! concatenate into one valid raw deflate stream; the last block ends the stream instead. The CRC-32
+//! of each block is computed beside it and combined in order. Block boundaries depend only on the
+//! amount of data, and every block is a pure function of (dictionary, block, level, is-last), so one
+//! thread or sixteen produce the same bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
+//! `flate2`) reads the result as a single member.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use flate2::{Compress, FlushCompress, Status};
+
+/// Input bytes per independently compressed block.
+const BLOCK_SIZE: usize = 128 * 1024;
+/// Deflate's window: how much earlier input a block may refer to.
+const DICT_SIZE: usize = 32 * 1024;
+
+/// One block of work: its input, the input just before it, and whether it ends the stream.
+struct Job {
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+    done: Sender<io::Result<Block>>,
+}
+
+/// A compressed block with the CRC-32 of its input.
+struct Block {
+    deflated: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+/// Deflates one block. A pure function of its arguments (the compressor is reset first).
+fn deflate_block(
+    compress: &mut Compress,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<Block> {
+    compress.reset();
+    if !dict.is_empty() {
+        compress.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 64);
+    let start_in = compress.total_in();
+    loop {
+        let consumed = (compress.total_in() - start_in) as usize;
+        let status = compress
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let consumed = (compress.total_in() - start_in) as usize;
+        // Done when all input is in and the flush completed with room to spare (zlib's rule: a
+        // flush that filled the output buffer exactly may have more to emit).
+        let finished = match status {
+            Status::StreamEnd => true,
+            Status::Ok | Status::BufError => {
+                !last && consumed == data.len() && out.len() < out.capacity()
+            }
+        };
+        if finished {
+            break;
+        }
+        out.reserve(out.capacity().max(4096));
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    Ok(Block { deflated: out, crc })
+}
+
+/// Worker threads that deflate blocks, started on the first full block.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(threads: usize, level: flate2::Compression) -> io::Result<Pool> {
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(threads * 2);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let queue = queue.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("gzip-{i}"))
+                .spawn(move || {
+                    let mut compress = Compress::new(level, false);
+                    for job in queue {
+                        let block = deflate_block(&mut compress, &job.dict, &job.data, job.last);
+                        // The encoder may have been dropped mid-stream: nobody waits any more.
+                        let _ = job.done.send(block);
+                    }
+                })?;
+            workers.push(worker);
+        }
+        Ok(Pool {
+            jobs: Some(jobs),
+            workers,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// How blocks get compressed: on the caller's thread, or by a pool with results kept in order.
+enum Engine {
+    Inline(Box<Compress>),
+    Parallel {
+        threads: usize,
+        pool: Option<Pool>,
+        in_flight: VecDeque<Receiver<io::Result<Block>>>,
+    },
+}
+
+/// A gzip encoder compressing fixed blocks in parallel; see the module docs for the format.
+pub struct GzipEncoder<W: Write> {
+    inner: W,
+    level: flate2::Compression,
+    engine: Engine,
+    /// Input of the block being filled; dispatched once full and more input arrives.
+    pending: Vec<u8>,
+    /// The last `DICT_SIZE` bytes of input before `pending`.
+    dict: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> GzipEncoder<W> {
+    /// A gzip stream at `level` (0-9) using up to `threads` compressing threads.
+    pub fn new(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        let level = level.min(9);
+        inner.write_all(&gzip_header(level))?;
+        let level = flate2::Compression::new(level);
+        let engine = if threads <= 1 {
+            Engine::Inline(Box::new(Compress::new(level, false)))
+        } else {
+            Engine::Parallel {
+                threads,
+                pool: None,
+                in_flight: VecDeque::new(),
+            }
+        };
+        Ok(Self {
+            inner,
+            level,
+            engine,
+            pending: Vec::with_capacity(BLOCK_SIZE),
+            dict: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
+    /// Compresses `pending` as the next block.
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK_SIZE));
+        let tail = data.len().saturating_sub(DICT_SIZE);
+        let next_dict = if data.len() >= DICT_SIZE {
+            data[tail..].to_vec()
+        } else {
+            let mut d = std::mem::take(&mut self.dict);
+            d.extend_from_slice(&data);
+            let excess = d.len().saturating_sub(DICT_SIZE);
+            d.drain(..excess);
+            d
+        };
+        let dict = std::mem::replace(&mut self.dict, next_dict);
+        match &mut self.engine {
+            Engine::Inline(compress) => {
+                let block = deflate_block(compress, &dict, &data, last)?;
+                write_block(&mut self.inner, &mut self.crc, block)
+            }
+            Engine::Parallel {
+                threads,
+                pool,
+                in_flight,
+            } => {
+                let pool = match pool {
+                    Some(p) => p,
+                    None => pool.insert(Pool::start(*threads, self.level)?),
+                };
+                let (done, result) = crossbeam_channel::bounded(1);
+                let jobs = pool.jobs.as_ref().ok_or_else(closed)?;
+                jobs.send(Job {
+                    dict,
+                    data,
+                    last,
+                    done,
+                })
+                .map_err(|_| closed())?;
+                in_flight.push_back(result);
+                // Keep a bounded number of blocks in memory; write out whatever is ready.
+                let limit = *threads * 2 + 1;
+                while let Some(front) = in_flight.front() {
+                    let block = if in_flight.len() > limit {
+                        front.recv().map_err(|_| closed())?
+                    } else {
+                        match front.try_recv() {
+                            Ok(b) => b,
+                            Err(_) => break,
+                        }
+                    };
+                    in_flight.pop_front();
+                    write_block(&mut self.inner, &mut self.crc, block?)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for every dispatched block and writes it out, in order.
+    fn drain(&mut self) -> io::Result<()> {
+        if let Engine::Parallel { in_flight, .. } = &mut self.engine {
+            while let Some(front) = in_flight.pop_front() {
+                let block = front.recv().map_err(|_| closed())??;
+                write_block(&mut self.inner, &mut self.crc, block)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compresses what is left, writes the gzip trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        self.drain()?;
+        let crc = self.crc.clone().finalize();
+        let len = self.crc.total_len() as u32; // ISIZE is the length modulo 2^32.
+        self.inner.write_all(&crc.to_le_bytes())?;
+        self.inner.write_all(&len.to_le_bytes())?;
+        self.inner.flush()?;
+        // Stop the workers before handing the writer back.
+        self.engine = Engine::Inline(Box::new(Compress::new(self.level, false)));
+        Ok(self.inner)
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::other("gzip worker thread stopped")
+}
+
+fn write_block<W: Write>(out: &mut W, crc: &mut crc32fast::Hasher, block: Block) -> io::Result<()> {
+    out.write_all(&block.deflated)?;
+    crc.combine(&block.crc);
+    Ok(())
+}
+
+/// The 10-byte header Go's `compress/gzip` writes: no name, mtime 0, XFL by level, OS unknown.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+impl<W: Write> Write for GzipEncoder<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let total = buf.len();
+        while !buf.is_empty() {
+            if self.pending.len() == BLOCK_SIZE {
+                self.dispatch(false)?;
+            }
+            let n = (BLOCK_SIZE - self.pending.len()).min(buf.len());
+            self.pending.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+        }
+        Ok(total)
+    }
+
+    /// Writes out every block compressed so far. Never cuts the block being filled: a flush must
+    /// not change the compressed bytes.
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gzip(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let mut e = GzipEncoder::new(Vec::new(), level, threads).unwrap();
+        for piece in data.chunks(chunk.max(1)) {
+            e.write_all(piece).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial: text-like runs mixed with pseudo-random bytes.
+        let mut x = 0x9e3779b9u32;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if (i / 4096) % 3 == 0 {
+                    x as u8
+                } else {
+                    b"the quick brown fox "[i % 20]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count_and_write_pattern() {
+        let data = sample(3 * BLOCK_SIZE + 12345);
+        let reference = gzip(&data, 6, 1, data.len());
+        for threads in [2, 3, 8] {
+            for chunk in [1000, BLOCK_SIZE, 7 * BLOCK_SIZE] {
+                assert_eq!(
+                    gzip(&data, 6, threads, chunk),
+                    reference,
+                    "{threads} threads, {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_with_flate2_at_every_level_and_size() {
+        for level in [0, 1, 6, 9] {
+            for len in [
+                0,
+                1,
+                DICT_SIZE - 1,
+                BLOCK_SIZE,
+                BLOCK_SIZE + 1,
+                5 * BLOCK_SIZE / 2,
+            ] {
+                let data = sample(len);
+                let gz = gzip(&data, level, 3, 50_000);
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(out, data, "level {level} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn dictionary_keeps_ratio_close_to_one_stream() {
+        // Repetitive data across block boundaries: without the dictionary every block would
+        // restart from nothing and lose matches that reach back over the cut.
+        let pattern: Vec<u8> = sample(3 * 4096).into_iter().take(4096).collect();
+        let data = pattern.repeat(16 * BLOCK_SIZE / pattern.len());
+        let parallel = gzip(&data, 6, 2, BLOCK_SIZE).len();
+        let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        single.write_all(&data).unwrap();
+        let single = single.finish().unwrap().len();
+        assert!(
+            parallel <= single + 16 * 64,
+            "parallel {parallel} vs single {single}"
+        );
+    }
+
+    #[test]
+    fn gunzip_reads_it() {
+        let data = sample(2 * BLOCK_SIZE + 99);
+        let gz = gzip(&data, 6, 2, 4096);
+        let dir = std::env::temp_dir().join(format!("strata-gzip-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("data.gz");
+        std::fs::write(&file, &gz).unwrap();
+        let out = std::process::Command::new("gzip")
+            .args(["-t", "-v"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = std::process::Command::new("gzip")
+            .args(["-d", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
+    }
+}
