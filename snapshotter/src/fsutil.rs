@@ -149,3 +149,109 @@ pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
         Ok(_) => fs::remove_file(path),
     }
 }
+
+/// Copies the tree `src` to `dst` (which must not exist) keeping everything a layer records:
+/// types, modes, owners, xattrs, mtimes, device numbers and hard links. File data is shared
+/// with the source where the file system can (reflinks through `copy_file_range`).
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut links = std::collections::HashMap::new();
+    copy_entry(src, dst, &mut links)
+}
+
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    links: &mut std::collections::HashMap<(u64, u64), std::path::PathBuf>,
+) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    if !ft.is_dir() && meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            return fs::hard_link(first, dst);
+        }
+        links.insert(key, dst.to_path_buf());
+    }
+    if ft.is_dir() {
+        fs::DirBuilder::new().mode(0o700).create(dst)?;
+        for name in sorted_names(src)? {
+            copy_entry(&src.join(&name), &dst.join(&name), links)?;
+        }
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else if ft.is_file() {
+        let from = File::open(src)?;
+        let mut to = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)?;
+        copy_file_data(&from, &mut to, meta.len())?;
+    } else {
+        let kind = if ft.is_char_device() {
+            rustix::fs::FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else if ft.is_fifo() {
+            rustix::fs::FileType::Fifo
+        } else {
+            // Sockets belong to a running process; layers skip them too.
+            return Ok(());
+        };
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            meta.rdev(),
+        )?;
+    }
+    copy_metadata(src, dst)
+}
+
+/// Gives `dst` the owner, mode, xattrs (overlay's opaque marker included) and times of `src`.
+pub(crate) fn copy_metadata(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    if !ft.is_symlink() {
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777),
+            rustix::fs::AtFlags::empty(),
+        )?;
+    }
+    let mut all = xattrs(src)?;
+    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        if let Some(v) = get_xattr(src, key.as_ref())? {
+            all.push((key.as_bytes().to_vec(), v));
+        }
+    }
+    for (name, value) in all {
+        rustix::fs::lsetxattr(
+            dst,
+            std::ffi::OsStr::from_bytes(&name),
+            &value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        dst,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}

@@ -407,13 +407,17 @@ impl Extractor<'_> {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw_path: &Path) -> Result<Meta, Error> {
         let header = entry.header();
         let bad_field = |what: &str| bad(raw_path, format!("unreadable {what} field"));
+        let old = header.as_old();
+        let mode =
+            lenient(&old.mode, header.mode().map(u64::from)).ok_or_else(|| bad_field("mode"))?;
+        let uid = lenient(&old.uid, header.uid()).and_then(|n| u32::try_from(n).ok());
+        let gid = lenient(&old.gid, header.gid()).and_then(|n| u32::try_from(n).ok());
+        let mtime = lenient(&old.mtime, header.mtime()).and_then(|n| i64::try_from(n).ok());
         let mut meta = Meta {
-            mode: header.mode().map_err(|_| bad_field("mode"))? & 0o7777,
-            uid: u32::try_from(header.uid().map_err(|_| bad_field("uid"))?)
-                .map_err(|_| bad_field("uid"))?,
-            gid: u32::try_from(header.gid().map_err(|_| bad_field("gid"))?)
-                .map_err(|_| bad_field("gid"))?,
-            mtime: header.mtime().map_err(|_| bad_field("mtime"))? as i64,
+            mode: (mode & 0o7777) as u32,
+            uid: uid.ok_or_else(|| bad_field("uid"))?,
+            gid: gid.ok_or_else(|| bad_field("gid"))?,
+            mtime: mtime.ok_or_else(|| bad_field("mtime"))?,
             xattrs: Vec::new(),
         };
         if let Some(extensions) = entry.pax_extensions().map_err(Error::Read)? {
@@ -652,6 +656,15 @@ impl Extractor<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A numeric header field; an empty one (all NULs or spaces) reads as 0, as in Go and GNU tar.
+fn lenient(field: &[u8], parsed: io::Result<u64>) -> Option<u64> {
+    match parsed {
+        Ok(n) => Some(n),
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Some(0),
+        Err(_) => None,
     }
 }
 

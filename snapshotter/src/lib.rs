@@ -8,10 +8,14 @@ mod changes;
 mod fsutil;
 mod layer_in;
 mod layer_out;
+mod overlay;
+mod snapshots;
 mod tarfmt;
 
 pub use layer_in::{ExtractOptions, ExtractedLayer, WhiteoutMode, extract_layer};
 pub use layer_out::{Diff, LayerDescriptor, LayerOptions, write_layer};
+pub use overlay::Mount;
+pub use snapshots::{Cleanup, Driver, SnapshotInfo, Snapshotter, State};
 pub use strata_codec::{Compression, Digest, EncoderOptions};
 
 use std::io;
@@ -51,6 +55,8 @@ pub enum Error {
         "invalid snapshot id {0:?}: use 1-128 characters from [A-Za-z0-9_.:-], not starting with '.'"
     )]
     InvalidId(String),
+    #[error("snapshot {id:?} is the parent of {child:?}: remove that first")]
+    HasChildren { id: String, child: String },
     #[error("snapshot {id:?} is {state}, expected {expected}")]
     WrongState {
         id: String,
