@@ -9,11 +9,11 @@
 //! thread or sixteen produce the same bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
 //! `flate2`) reads the result as a single member.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
 use flate2::{Compress, FlushCompress, Status};
 
 /// Input bytes per independently compressed block.
@@ -23,10 +23,10 @@ const DICT_SIZE: usize = 32 * 1024;
 
 /// One block of work: its input, the input just before it, and whether it ends the stream.
 struct Job {
+    seq: u64,
     dict: Vec<u8>,
     data: Vec<u8>,
     last: bool,
-    done: Sender<io::Result<Block>>,
 }
 
 /// A compressed block with the CRC-32 of its input.
@@ -77,40 +77,85 @@ fn deflate_block(
     Ok(Block { deflated: out, crc })
 }
 
+/// Jobs waiting for a worker and results waiting to be written, under one lock. Plain
+/// mutex and condition variables: waiting threads sleep instead of spinning, which matters on a
+/// machine busy with other work.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    done: BTreeMap<u64, io::Result<Block>>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    job_ready: Condvar,
+    block_done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> io::Result<MutexGuard<'_, Queue>> {
+        self.queue.lock().map_err(|_| closed())
+    }
+}
+
 /// Worker threads that deflate blocks, started on the first full block.
 struct Pool {
-    jobs: Option<Sender<Job>>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
     fn start(threads: usize, level: flate2::Compression) -> io::Result<Pool> {
-        let (jobs, queue) = crossbeam_channel::bounded::<Job>(threads * 2);
+        let shared = Arc::new(Shared::default());
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
-            let queue = queue.clone();
+            let shared = Arc::clone(&shared);
             let worker = std::thread::Builder::new()
                 .name(format!("gzip-{i}"))
-                .spawn(move || {
-                    let mut compress = Compress::new(level, false);
-                    for job in queue {
-                        let block = deflate_block(&mut compress, &job.dict, &job.data, job.last);
-                        // The encoder may have been dropped mid-stream: nobody waits any more.
-                        let _ = job.done.send(block);
-                    }
-                })?;
+                .spawn(move || work(&shared, level))?;
             workers.push(worker);
         }
-        Ok(Pool {
-            jobs: Some(jobs),
-            workers,
-        })
+        Ok(Pool { shared, workers })
+    }
+}
+
+fn work(shared: &Shared, level: flate2::Compression) {
+    let mut compress = Compress::new(level, false);
+    loop {
+        let job = {
+            let Ok(mut queue) = shared.queue.lock() else {
+                return;
+            };
+            loop {
+                if let Some(job) = queue.jobs.pop_front() {
+                    break job;
+                }
+                if queue.closed {
+                    return;
+                }
+                queue = match shared.job_ready.wait(queue) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+        };
+        let block = deflate_block(&mut compress, &job.dict, &job.data, job.last);
+        let Ok(mut queue) = shared.queue.lock() else {
+            return;
+        };
+        queue.done.insert(job.seq, block);
+        shared.block_done.notify_all();
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.jobs = None;
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            queue.closed = true;
+        }
+        self.shared.job_ready.notify_all();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
@@ -123,7 +168,9 @@ enum Engine {
     Parallel {
         threads: usize,
         pool: Option<Pool>,
-        in_flight: VecDeque<Receiver<io::Result<Block>>>,
+        /// Sequence numbers of the next block to hand out and the next to write.
+        next_seq: u64,
+        next_write: u64,
     },
 }
 
@@ -151,7 +198,8 @@ impl<W: Write> GzipEncoder<W> {
             Engine::Parallel {
                 threads,
                 pool: None,
-                in_flight: VecDeque::new(),
+                next_seq: 0,
+                next_write: 0,
             }
         };
         Ok(Self {
@@ -186,48 +234,55 @@ impl<W: Write> GzipEncoder<W> {
             Engine::Parallel {
                 threads,
                 pool,
-                in_flight,
+                next_seq,
+                next_write,
             } => {
                 let pool = match pool {
                     Some(p) => p,
                     None => pool.insert(Pool::start(*threads, self.level)?),
                 };
-                let (done, result) = crossbeam_channel::bounded(1);
-                let jobs = pool.jobs.as_ref().ok_or_else(closed)?;
-                jobs.send(Job {
-                    dict,
-                    data,
-                    last,
-                    done,
-                })
-                .map_err(|_| closed())?;
-                in_flight.push_back(result);
-                // Keep a bounded number of blocks in memory; write out whatever is ready.
-                let limit = *threads * 2 + 1;
-                while let Some(front) = in_flight.front() {
-                    let block = if in_flight.len() > limit {
-                        front.recv().map_err(|_| closed())?
-                    } else {
-                        match front.try_recv() {
-                            Ok(b) => b,
-                            Err(_) => break,
-                        }
-                    };
-                    in_flight.pop_front();
-                    write_block(&mut self.inner, &mut self.crc, block?)?;
+                {
+                    let mut queue = pool.shared.lock()?;
+                    queue.jobs.push_back(Job {
+                        seq: *next_seq,
+                        dict,
+                        data,
+                        last,
+                    });
                 }
-                Ok(())
+                pool.shared.job_ready.notify_one();
+                *next_seq += 1;
+                // Keep a bounded number of blocks in memory; write out whatever is ready.
+                let limit = (*threads * 2 + 1) as u64;
+                write_ready(
+                    &pool.shared,
+                    &mut self.inner,
+                    &mut self.crc,
+                    next_write,
+                    |in_flight| in_flight > limit,
+                    *next_seq,
+                )
             }
         }
     }
 
     /// Waits for every dispatched block and writes it out, in order.
     fn drain(&mut self) -> io::Result<()> {
-        if let Engine::Parallel { in_flight, .. } = &mut self.engine {
-            while let Some(front) = in_flight.pop_front() {
-                let block = front.recv().map_err(|_| closed())??;
-                write_block(&mut self.inner, &mut self.crc, block)?;
-            }
+        if let Engine::Parallel {
+            pool: Some(pool),
+            next_seq,
+            next_write,
+            ..
+        } = &mut self.engine
+        {
+            write_ready(
+                &pool.shared,
+                &mut self.inner,
+                &mut self.crc,
+                next_write,
+                |n| n > 0,
+                *next_seq,
+            )?;
         }
         Ok(())
     }
@@ -249,6 +304,31 @@ impl<W: Write> GzipEncoder<W> {
 
 fn closed() -> io::Error {
     io::Error::other("gzip worker thread stopped")
+}
+
+/// Writes finished blocks in order, waiting for the next one while `must_wait(in_flight)`.
+fn write_ready<W: Write>(
+    shared: &Shared,
+    out: &mut W,
+    crc: &mut crc32fast::Hasher,
+    next_write: &mut u64,
+    must_wait: impl Fn(u64) -> bool,
+    next_seq: u64,
+) -> io::Result<()> {
+    let mut queue = shared.lock()?;
+    loop {
+        if let Some(block) = queue.done.remove(next_write) {
+            *next_write += 1;
+            // Write without holding the lock so workers can hand in blocks meanwhile.
+            drop(queue);
+            write_block(out, crc, block?)?;
+            queue = shared.lock()?;
+        } else if must_wait(next_seq - *next_write) {
+            queue = shared.block_done.wait(queue).map_err(|_| closed())?;
+        } else {
+            return Ok(());
+        }
+    }
 }
 
 fn write_block<W: Write>(out: &mut W, crc: &mut crc32fast::Hasher, block: Block) -> io::Result<()> {

@@ -11,4 +11,5 @@ mod gzip;
 
 pub use compression::{Compression, Decoder, Encoder, EncoderOptions, UnknownCompression};
 pub use digest::{DigestMismatch, HashingReader, HashingWriter, VerifyingReader, sha256_digest};
+pub use gzip::GzipEncoder;
 pub use oci_spec::image::Digest;

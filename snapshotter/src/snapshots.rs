@@ -333,14 +333,7 @@ impl Snapshotter {
 
     /// A short name in `l/` for a lower directory (created on first use).
     fn short_link(&self, lower: &Path) -> io::Result<String> {
-        let digest = sha256_digest(lower.as_os_str().as_encoded_bytes()).to_string();
-        let name = digest
-            .split(':')
-            .nth(1)
-            .unwrap_or(&digest)
-            .chars()
-            .take(12)
-            .collect::<String>();
+        let name = short_link_name(lower);
         let link = self.root.join("l").join(&name);
         match std::os::unix::fs::symlink(lower, &link) {
             Ok(()) => Ok(name),
@@ -515,6 +508,8 @@ impl Snapshotter {
         let tmp = self.temp_dir()?;
         let staged = tmp.join("snapshot");
         fs::rename(&dir, &staged).map_err(io_err("renaming", &dir))?;
+        let link = self.root.join("l").join(short_link_name(&self.fs_path(id)));
+        let _ = fs::remove_file(link);
         fsutil::remove_all(&tmp).map_err(io_err("removing", &tmp))
     }
 
@@ -697,6 +692,13 @@ fn overlay_copy(src: &Path, dst: &Path) -> io::Result<()> {
         fsutil::copy_tree(&s, &d)?;
     }
     Ok(())
+}
+
+/// 12 hex digits of the directory's path digest: 13 bytes a layer in a legacy option string.
+fn short_link_name(lower: &Path) -> String {
+    let digest = sha256_digest(lower.as_os_str().as_encoded_bytes()).to_string();
+    let hex = digest.split(':').nth(1).unwrap_or(&digest);
+    hex.chars().take(12).collect()
 }
 
 fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {

@@ -344,7 +344,7 @@ mod tests {
         let xattr_at = text.find("SCHILY.xattr.security.capability=").unwrap();
         let path_at = text.find(&format!("path={name}\n")).unwrap();
         assert!(xattr_at < path_at);
-        assert!(text.starts_with("50 SCHILY.xattr.security.capability=\x01\0\0\x02\n"));
+        assert!(text.starts_with("41 SCHILY.xattr.security.capability=\x01\0\0\x02\n"));
         let main = &b[b.len() - 512..];
         assert_eq!(&main[0..100], &name.as_bytes()[..100]);
     }
