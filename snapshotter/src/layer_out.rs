@@ -16,6 +16,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use strata_codec::{Compression, Digest, Encoder, EncoderOptions, HashingWriter};
 
@@ -89,6 +90,10 @@ pub struct LayerDescriptor {
 
 /// Writes `diff` as a layer to `out` in one streaming pass: tar -> sha256 (diffID) -> encoder ->
 /// sha256 (digest) -> `out`. The same tree and options give the same bytes for any thread count.
+///
+/// A helper thread walks the tree and reads the files (the tar stream, in 1 MiB chunks) while
+/// the calling thread hashes, hands blocks to the compressors and writes the result, so file
+/// system calls overlap with compression as in `tar | pigz`.
 pub fn write_layer<W: Write>(
     diff: &Diff,
     options: &LayerOptions,
@@ -96,27 +101,45 @@ pub fn write_layer<W: Write>(
 ) -> Result<LayerDescriptor, Error> {
     let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
     let encoder = Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
-    let upper = match diff {
-        Diff::Overlay { upper, .. } | Diff::Trees { upper, .. } => upper.clone(),
-    };
-    let mut tar = TarChanges {
-        out: HashingWriter::new(encoder),
-        root: upper,
-        source_date_epoch: options.source_date_epoch,
-        opaque_markers: matches!(diff, Diff::Overlay { lower: None, .. }),
-        added_dirs: HashSet::new(),
-        first_link: HashMap::new(),
-        buf: vec![0u8; 256 * 1024],
-    };
-    let walked = match diff {
-        Diff::Overlay { upper, lower } => {
-            changes::overlay_changes(upper, lower.as_deref(), &mut tar)
+    let mut tar_stream = HashingWriter::new(encoder);
+    let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(4);
+    let (recycle, spare) = mpsc::sync_channel::<Vec<u8>>(8);
+    let (produced, consumed) = std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name("layer-tar".into())
+            .spawn_scoped(scope, move || {
+                let mut out = ChunkWriter {
+                    chunk: Vec::with_capacity(CHUNK),
+                    chunks,
+                    spare,
+                };
+                write_tar(diff, options.source_date_epoch, &mut out)?;
+                out.send()
+            });
+        let producer = match producer {
+            Ok(p) => p,
+            Err(e) => return (Err(e), Ok(())),
+        };
+        let mut consumed = Ok(());
+        for mut chunk in received.iter() {
+            if let Err(e) = tar_stream.write_all(&chunk) {
+                consumed = Err(e);
+                // Dropping the receiver stops the producer at its next chunk.
+                break;
+            }
+            chunk.clear();
+            let _ = recycle.try_send(chunk);
         }
-        Diff::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut tar),
-    };
-    walked.map_err(Error::Write)?;
-    tarfmt::write_trailer(&mut tar.out).map_err(Error::Write)?;
-    let (encoder, diff_id, uncompressed_size) = tar.out.finish();
+        drop(received);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("layer tar thread panicked")));
+        (produced, consumed)
+    });
+    // A write error explains a producer stopped by the closed channel, not the other way round.
+    consumed.map_err(Error::Write)?;
+    produced.map_err(Error::Write)?;
+    let (encoder, diff_id, uncompressed_size) = tar_stream.finish();
     let sink = encoder.finish().map_err(Error::Write)?;
     let (mut buffered, digest, size) = sink.finish();
     buffered.flush().map_err(Error::Write)?;
@@ -127,6 +150,70 @@ pub fn write_layer<W: Write>(
         uncompressed_size,
         compression: options.compression,
     })
+}
+
+/// Bytes of tar per chunk handed from the reading thread to the compressing one.
+const CHUNK: usize = 1 << 20;
+
+/// Collects the tar stream into chunks for the channel; emptied chunks come back for reuse.
+struct ChunkWriter {
+    chunk: Vec<u8>,
+    chunks: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        self.chunks
+            .send(full)
+            .map_err(|_| io::Error::other("layer writer stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The whole tar stream of `diff`, end-of-archive included.
+fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> io::Result<()> {
+    let upper = match diff {
+        Diff::Overlay { upper, .. } | Diff::Trees { upper, .. } => upper.clone(),
+    };
+    let mut tar = TarChanges {
+        out,
+        root: upper,
+        source_date_epoch,
+        opaque_markers: matches!(diff, Diff::Overlay { lower: None, .. }),
+        added_dirs: HashSet::new(),
+        first_link: HashMap::new(),
+        buf: vec![0u8; 256 * 1024],
+    };
+    match diff {
+        Diff::Overlay { upper, lower } => {
+            changes::overlay_changes(upper, lower.as_deref(), &mut tar)?
+        }
+        Diff::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut tar)?,
+    }
+    tarfmt::write_trailer(&mut tar.out)
 }
 
 /// Turns changes into tar entries, as containerd's `ChangeWriter.HandleChange` does.
