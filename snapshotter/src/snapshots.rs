@@ -398,6 +398,9 @@ impl Snapshotter {
             lowers: &lowers,
             upper: Some((&upper, &work)),
         };
+        // Whose mount this is, so `cleanup` in another process leaves it alone while we live.
+        let owner = dir.join("mount-pid");
+        fs::write(&owner, std::process::id().to_string()).map_err(io_err("writing", &owner))?;
         self.mount_spec(&spec, &target)?;
         Ok(Mount::mounted(target, false))
     }
@@ -471,7 +474,7 @@ impl Snapshotter {
         let staged = tmp.join("snapshot");
         fs::rename(&dir, &staged).map_err(io_err("renaming", &dir))?;
         let result = (|| {
-            for d in ["work", "merged"] {
+            for d in ["work", "merged", "mount-pid"] {
                 fsutil::remove_all(&staged.join(d)).map_err(io_err("removing", &staged))?;
             }
             let committed = SnapshotInfo {
@@ -626,28 +629,38 @@ impl Snapshotter {
         result
     }
 
-    /// Unmounts everything mounted under the root and removes temporaries of processes that
-    /// are gone: what a killed process leaves behind. Run it at startup, before other work.
+    /// Unmounts what processes that are gone mounted under the root and removes their
+    /// temporaries: what a killed process leaves behind. Mounts and temporaries of other live
+    /// processes (strata commands running at the same time) are left alone; this process's own
+    /// count as leftovers, so run it at startup, before other work.
     pub fn cleanup(&self) -> Result<Cleanup, Error> {
         let mut report = Cleanup::default();
+        // Another live process; this one's leftovers count as leftovers (see above).
         let alive = |name: &str| {
             name.split('-')
                 .next()
                 .and_then(|pid| pid.parse::<u32>().ok())
                 .is_some_and(|pid| {
-                    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
                 })
         };
         for mount in
             overlay::mounts_under(&self.root).map_err(io_err("reading mounts", &self.root))?
         {
-            // Views of live processes stay; anything else under the root is a leftover.
             let live_view = mount.parent() == Some(&self.root.join("m"))
                 && mount
                     .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(alive);
-            if !live_view && overlay::unmount(&mount).is_ok() {
+            let live_step = mount.file_name() == Some("merged".as_ref())
+                && mount
+                    .parent()
+                    .and_then(|dir| fs::read_to_string(dir.join("mount-pid")).ok())
+                    .is_some_and(|pid| alive(&pid));
+            if live_view || live_step {
+                continue;
+            }
+            if overlay::unmount(&mount).is_ok() {
                 report.unmounted.push(mount);
             }
         }

@@ -328,6 +328,12 @@ fn cleanup_unmounts_and_removes_what_a_killed_process_left() {
     assert!(merged.join("etc/passwd").exists());
     // A dead process's half-made snapshot (pid 0 never runs a strata).
     fs::create_dir_all(sn.root().join("tmp/0-1-2/fs")).unwrap();
+    // Another command that is still running (pid 1 always is) keeps its mount and temporaries.
+    sn.prepare("other", Some("base")).unwrap();
+    let other = sn.mount("other").unwrap();
+    fs::write(sn.root().join("s/other/mount-pid"), "1").unwrap();
+    fs::create_dir_all(sn.root().join("tmp/1-1-2/fs")).unwrap();
+
     let report = sn.cleanup().unwrap();
     assert_eq!(report.unmounted, vec![merged.clone()]);
     assert_eq!(
@@ -335,6 +341,8 @@ fn cleanup_unmounts_and_removes_what_a_killed_process_left() {
         vec![sn.root().join("tmp/0-1-2")]
     );
     assert!(!merged.join("etc/passwd").exists());
+    assert!(other.path().join("etc/passwd").exists());
+    assert!(sn.root().join("tmp/1-1-2/fs").exists());
     sn.commit("step", "after").unwrap();
 }
 
