@@ -610,8 +610,17 @@ impl Extractor<'_> {
     }
 
     fn whiteout(&mut self, path: &Path, target: &[u8]) -> Result<(), Error> {
-        let (parent, _) = self.parent_of(path)?;
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let parent = match self.options.whiteouts {
+            // The whiteout is a node of its own: its directory must exist.
+            WhiteoutMode::Overlay => self.parent_of(path)?.0,
+            // Nothing to delete in a directory that is not there; do not make it.
+            WhiteoutMode::Apply => match open_in_root(self.root, &dir) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                Err(e) => return Err(io_at(&dir, e)),
+            },
+        };
         if target == b".wh..opq" {
             match self.options.whiteouts {
                 WhiteoutMode::Overlay => {

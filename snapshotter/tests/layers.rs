@@ -150,3 +150,33 @@ fn gnu_tar_and_gunzip_read_the_layer() {
         assert_eq!(node, other, "{path}");
     }
 }
+
+#[test]
+fn applied_whiteouts_delete_and_never_create() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path();
+    fs::create_dir_all(target.join("keep/old")).unwrap();
+    fs::write(target.join("keep/old/file"), "old").unwrap();
+    fs::write(target.join("gone"), "x").unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    for name in [".wh.gone", "missing/dir/.wh.x", "keep/.wh..wh..opq"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_mode(0o644);
+        builder.append_data(&mut h, name, &[][..]).unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    builder
+        .append_data(&mut h, "keep/new", &b"new"[..])
+        .unwrap();
+    let layer = builder.into_inner().unwrap();
+    let options = ExtractOptions {
+        whiteouts: WhiteoutMode::Apply,
+        max_uncompressed_size: None,
+    };
+    extract_layer(&layer[..], target, &options).unwrap();
+    let left: Vec<String> = common::describe(target).into_keys().collect();
+    assert_eq!(left, ["keep", "keep/new"]);
+}
