@@ -91,30 +91,33 @@ pub struct LayerDescriptor {
 /// Writes `diff` as a layer to `out` in one streaming pass: tar -> sha256 (diffID) -> encoder ->
 /// sha256 (digest) -> `out`. The same tree and options give the same bytes for any thread count.
 ///
-/// A helper thread walks the tree and reads the files (the tar stream, in 1 MiB chunks) while
-/// the calling thread hashes, hands blocks to the compressors and writes the result, so file
-/// system calls overlap with compression as in `tar | pigz`.
+/// A helper thread walks the tree, reads the files and hashes the tar stream (handed over in
+/// 1 MiB chunks) while the calling thread feeds the compressors and hashes and writes their
+/// output, so file system calls overlap with compression as in `tar | pigz`.
 pub fn write_layer<W: Write>(
     diff: &Diff,
     options: &LayerOptions,
     out: W,
 ) -> Result<LayerDescriptor, Error> {
     let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
-    let encoder = Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
-    let mut tar_stream = HashingWriter::new(encoder);
+    let mut encoder =
+        Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
     let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(4);
     let (recycle, spare) = mpsc::sync_channel::<Vec<u8>>(8);
     let (produced, consumed) = std::thread::scope(|scope| {
         let producer = std::thread::Builder::new()
             .name("layer-tar".into())
             .spawn_scoped(scope, move || {
-                let mut out = ChunkWriter {
+                // The diffID is hashed here, beside the reading, to spread the work.
+                let mut out = HashingWriter::new(ChunkWriter {
                     chunk: Vec::with_capacity(CHUNK),
                     chunks,
                     spare,
-                };
+                });
                 write_tar(diff, options.source_date_epoch, &mut out)?;
-                out.send()
+                let (mut chunks, diff_id, len) = out.finish();
+                chunks.send()?;
+                Ok((diff_id, len))
             });
         let producer = match producer {
             Ok(p) => p,
@@ -122,7 +125,7 @@ pub fn write_layer<W: Write>(
         };
         let mut consumed = Ok(());
         for mut chunk in received.iter() {
-            if let Err(e) = tar_stream.write_all(&chunk) {
+            if let Err(e) = encoder.write_all(&chunk) {
                 consumed = Err(e);
                 // Dropping the receiver stops the producer at its next chunk.
                 break;
@@ -138,8 +141,7 @@ pub fn write_layer<W: Write>(
     });
     // A write error explains a producer stopped by the closed channel, not the other way round.
     consumed.map_err(Error::Write)?;
-    produced.map_err(Error::Write)?;
-    let (encoder, diff_id, uncompressed_size) = tar_stream.finish();
+    let (diff_id, uncompressed_size) = produced.map_err(Error::Write)?;
     let sink = encoder.finish().map_err(Error::Write)?;
     let (mut buffered, digest, size) = sink.finish();
     buffered.flush().map_err(Error::Write)?;

@@ -180,3 +180,37 @@ fn applied_whiteouts_delete_and_never_create() {
     let left: Vec<String> = common::describe(target).into_keys().collect();
     assert_eq!(left, ["keep", "keep/new"]);
 }
+
+/// A destination that fails once `room` bytes are written.
+struct FailingWriter {
+    room: usize,
+}
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            return Err(std::io::Error::other("disk full"));
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_destination_stops_the_whole_pipeline_with_its_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::rich_tree(tmp.path());
+    for compression in [Compression::None, Compression::Gzip] {
+        let err = write_layer(
+            &Diff::directory(tmp.path()),
+            &options(compression, 2),
+            FailingWriter { room: 10_000 },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+}
