@@ -252,8 +252,10 @@ impl<W: Write> GzipEncoder<W> {
                 }
                 pool.shared.job_ready.notify_one();
                 *next_seq += 1;
-                // Keep a bounded number of blocks in memory; write out whatever is ready.
-                let limit = (*threads * 2 + 1) as u64;
+                // Keep a bounded number of blocks in memory (at most ~8 MiB plus 1 MiB a
+                // thread), but enough that the workers stay busy through the scheduling delays
+                // of the thread feeding them on a machine busy with other work.
+                let limit = (*threads * 4).max(32) as u64;
                 write_ready(
                     &pool.shared,
                     &mut self.inner,
