@@ -7,7 +7,9 @@
 
 mod compression;
 mod digest;
+mod gzip;
 
 pub use compression::{Compression, Decoder, Encoder, EncoderOptions, UnknownCompression};
 pub use digest::{DigestMismatch, HashingReader, HashingWriter, VerifyingReader, sha256_digest};
+pub use gzip::GzipEncoder;
 pub use oci_spec::image::Digest;

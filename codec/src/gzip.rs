@@ -1,0 +1,484 @@
+//! Parallel gzip whose bytes do not depend on the number of threads.
+//!
+//! The input is cut into fixed 128 KiB blocks (pigz's default). Each block is deflated on its own,
+//! primed with the previous 32 KiB of input as a preset dictionary so matches can reach back across
+//! the cut exactly as in one stream, and ends with a sync flush (an empty stored block) so blocks
+//! concatenate into one valid raw deflate stream; the last block ends the stream instead. The CRC-32
+//! of each block is computed beside it and combined in order. Block boundaries depend only on the
+//! amount of data, and every block is a pure function of (dictionary, block, level, is-last), so one
+//! thread or sixteen produce the same bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
+//! `flate2`) reads the result as a single member.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, FlushCompress, Status};
+
+/// Input bytes per independently compressed block.
+const BLOCK_SIZE: usize = 128 * 1024;
+/// Deflate's window: how much earlier input a block may refer to.
+const DICT_SIZE: usize = 32 * 1024;
+
+/// One block of work: its input, the input just before it, and whether it ends the stream.
+struct Job {
+    seq: u64,
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+}
+
+/// A compressed block with the CRC-32 of its input.
+struct Block {
+    deflated: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+/// Deflates one block. A pure function of its arguments (the compressor is reset first).
+fn deflate_block(
+    compress: &mut Compress,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<Block> {
+    compress.reset();
+    if !dict.is_empty() {
+        compress.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 64);
+    let start_in = compress.total_in();
+    loop {
+        let consumed = (compress.total_in() - start_in) as usize;
+        let status = compress
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let consumed = (compress.total_in() - start_in) as usize;
+        // Done when all input is in and the flush completed with room to spare (zlib's rule: a
+        // flush that filled the output buffer exactly may have more to emit).
+        let finished = match status {
+            Status::StreamEnd => true,
+            Status::Ok | Status::BufError => {
+                !last && consumed == data.len() && out.len() < out.capacity()
+            }
+        };
+        if finished {
+            break;
+        }
+        out.reserve(out.capacity().max(4096));
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    Ok(Block { deflated: out, crc })
+}
+
+/// Jobs waiting for a worker and results waiting to be written, under one lock. Plain
+/// mutex and condition variables: waiting threads sleep instead of spinning, which matters on a
+/// machine busy with other work.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    done: BTreeMap<u64, io::Result<Block>>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    job_ready: Condvar,
+    block_done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> io::Result<MutexGuard<'_, Queue>> {
+        self.queue.lock().map_err(|_| closed())
+    }
+}
+
+/// Worker threads that deflate blocks, started on the first full block.
+struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(threads: usize, level: flate2::Compression) -> io::Result<Pool> {
+        let shared = Arc::new(Shared::default());
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = Arc::clone(&shared);
+            let worker = std::thread::Builder::new()
+                .name(format!("gzip-{i}"))
+                .spawn(move || work(&shared, level))?;
+            workers.push(worker);
+        }
+        Ok(Pool { shared, workers })
+    }
+}
+
+fn work(shared: &Shared, level: flate2::Compression) {
+    let mut compress = Compress::new(level, false);
+    loop {
+        let job = {
+            let Ok(mut queue) = shared.queue.lock() else {
+                return;
+            };
+            loop {
+                if let Some(job) = queue.jobs.pop_front() {
+                    break job;
+                }
+                if queue.closed {
+                    return;
+                }
+                queue = match shared.job_ready.wait(queue) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+        };
+        let block = deflate_block(&mut compress, &job.dict, &job.data, job.last);
+        let Ok(mut queue) = shared.queue.lock() else {
+            return;
+        };
+        queue.done.insert(job.seq, block);
+        shared.block_done.notify_all();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            queue.closed = true;
+        }
+        self.shared.job_ready.notify_all();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// How blocks get compressed: on the caller's thread, or by a pool with results kept in order.
+enum Engine {
+    Inline(Box<Compress>),
+    Parallel {
+        threads: usize,
+        pool: Option<Pool>,
+        /// Sequence numbers of the next block to hand out and the next to write.
+        next_seq: u64,
+        next_write: u64,
+    },
+}
+
+/// A gzip encoder compressing fixed blocks in parallel; see the module docs for the format.
+pub struct GzipEncoder<W: Write> {
+    inner: W,
+    level: flate2::Compression,
+    engine: Engine,
+    /// Input of the block being filled; dispatched once full and more input arrives.
+    pending: Vec<u8>,
+    /// The last `DICT_SIZE` bytes of input before `pending`.
+    dict: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> GzipEncoder<W> {
+    /// A gzip stream at `level` (0-9) using up to `threads` compressing threads.
+    pub fn new(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        let level = level.min(9);
+        inner.write_all(&gzip_header(level))?;
+        let level = flate2::Compression::new(level);
+        let engine = if threads <= 1 {
+            Engine::Inline(Box::new(Compress::new(level, false)))
+        } else {
+            Engine::Parallel {
+                threads,
+                pool: None,
+                next_seq: 0,
+                next_write: 0,
+            }
+        };
+        Ok(Self {
+            inner,
+            level,
+            engine,
+            pending: Vec::with_capacity(BLOCK_SIZE),
+            dict: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
+    /// Compresses `pending` as the next block.
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK_SIZE));
+        let tail = data.len().saturating_sub(DICT_SIZE);
+        let next_dict = if data.len() >= DICT_SIZE {
+            data[tail..].to_vec()
+        } else {
+            let mut d = std::mem::take(&mut self.dict);
+            d.extend_from_slice(&data);
+            let excess = d.len().saturating_sub(DICT_SIZE);
+            d.drain(..excess);
+            d
+        };
+        let dict = std::mem::replace(&mut self.dict, next_dict);
+        match &mut self.engine {
+            Engine::Inline(compress) => {
+                let block = deflate_block(compress, &dict, &data, last)?;
+                write_block(&mut self.inner, &mut self.crc, block)
+            }
+            Engine::Parallel {
+                threads,
+                pool,
+                next_seq,
+                next_write,
+            } => {
+                let pool = match pool {
+                    Some(p) => p,
+                    None => pool.insert(Pool::start(*threads, self.level)?),
+                };
+                {
+                    let mut queue = pool.shared.lock()?;
+                    queue.jobs.push_back(Job {
+                        seq: *next_seq,
+                        dict,
+                        data,
+                        last,
+                    });
+                }
+                pool.shared.job_ready.notify_one();
+                *next_seq += 1;
+                // Keep a bounded number of blocks in memory (at most ~8 MiB plus 1 MiB a
+                // thread), but enough that the workers stay busy through the scheduling delays
+                // of the thread feeding them on a machine busy with other work.
+                let limit = (*threads * 4).max(32) as u64;
+                write_ready(
+                    &pool.shared,
+                    &mut self.inner,
+                    &mut self.crc,
+                    next_write,
+                    |in_flight| in_flight > limit,
+                    *next_seq,
+                )
+            }
+        }
+    }
+
+    /// Waits for every dispatched block and writes it out, in order.
+    fn drain(&mut self) -> io::Result<()> {
+        if let Engine::Parallel {
+            pool: Some(pool),
+            next_seq,
+            next_write,
+            ..
+        } = &mut self.engine
+        {
+            write_ready(
+                &pool.shared,
+                &mut self.inner,
+                &mut self.crc,
+                next_write,
+                |n| n > 0,
+                *next_seq,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Compresses what is left, writes the gzip trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        self.drain()?;
+        let crc = self.crc.clone().finalize();
+        let len = self.crc.total_len() as u32; // ISIZE is the length modulo 2^32.
+        self.inner.write_all(&crc.to_le_bytes())?;
+        self.inner.write_all(&len.to_le_bytes())?;
+        self.inner.flush()?;
+        // Stop the workers before handing the writer back.
+        self.engine = Engine::Inline(Box::new(Compress::new(self.level, false)));
+        Ok(self.inner)
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::other("gzip worker thread stopped")
+}
+
+/// Writes finished blocks in order, waiting for the next one while `must_wait(in_flight)`.
+fn write_ready<W: Write>(
+    shared: &Shared,
+    out: &mut W,
+    crc: &mut crc32fast::Hasher,
+    next_write: &mut u64,
+    must_wait: impl Fn(u64) -> bool,
+    next_seq: u64,
+) -> io::Result<()> {
+    let mut queue = shared.lock()?;
+    loop {
+        if let Some(block) = queue.done.remove(next_write) {
+            *next_write += 1;
+            // Write without holding the lock so workers can hand in blocks meanwhile.
+            drop(queue);
+            write_block(out, crc, block?)?;
+            queue = shared.lock()?;
+        } else if must_wait(next_seq - *next_write) {
+            queue = shared.block_done.wait(queue).map_err(|_| closed())?;
+        } else {
+            return Ok(());
+        }
+    }
+}
+
+fn write_block<W: Write>(out: &mut W, crc: &mut crc32fast::Hasher, block: Block) -> io::Result<()> {
+    out.write_all(&block.deflated)?;
+    crc.combine(&block.crc);
+    Ok(())
+}
+
+/// The 10-byte header Go's `compress/gzip` writes: no name, mtime 0, XFL by level, OS unknown.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+impl<W: Write> Write for GzipEncoder<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let total = buf.len();
+        while !buf.is_empty() {
+            if self.pending.len() == BLOCK_SIZE {
+                self.dispatch(false)?;
+            }
+            let n = (BLOCK_SIZE - self.pending.len()).min(buf.len());
+            self.pending.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+        }
+        Ok(total)
+    }
+
+    /// Writes out every block compressed so far. Never cuts the block being filled: a flush must
+    /// not change the compressed bytes.
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gzip(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let mut e = GzipEncoder::new(Vec::new(), level, threads).unwrap();
+        for piece in data.chunks(chunk.max(1)) {
+            e.write_all(piece).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Compressible but not trivial: text-like runs mixed with pseudo-random bytes.
+        let mut x = 0x9e3779b9u32;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if (i / 4096) % 3 == 0 {
+                    x as u8
+                } else {
+                    b"the quick brown fox "[i % 20]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count_and_write_pattern() {
+        let data = sample(3 * BLOCK_SIZE + 12345);
+        let reference = gzip(&data, 6, 1, data.len());
+        for threads in [2, 3, 8] {
+            for chunk in [1000, BLOCK_SIZE, 7 * BLOCK_SIZE] {
+                assert_eq!(
+                    gzip(&data, 6, threads, chunk),
+                    reference,
+                    "{threads} threads, {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_with_flate2_at_every_level_and_size() {
+        for level in [0, 1, 6, 9] {
+            for len in [
+                0,
+                1,
+                DICT_SIZE - 1,
+                BLOCK_SIZE,
+                BLOCK_SIZE + 1,
+                5 * BLOCK_SIZE / 2,
+            ] {
+                let data = sample(len);
+                let gz = gzip(&data, level, 3, 50_000);
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(out, data, "level {level} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn dictionary_keeps_ratio_close_to_one_stream() {
+        // Repetitive data across block boundaries: without the dictionary every block would
+        // restart from nothing and lose matches that reach back over the cut.
+        let pattern: Vec<u8> = sample(3 * 4096).into_iter().take(4096).collect();
+        let data = pattern.repeat(16 * BLOCK_SIZE / pattern.len());
+        let parallel = gzip(&data, 6, 2, BLOCK_SIZE).len();
+        let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        single.write_all(&data).unwrap();
+        let single = single.finish().unwrap().len();
+        assert!(
+            parallel <= single + 16 * 64,
+            "parallel {parallel} vs single {single}"
+        );
+    }
+
+    #[test]
+    fn gunzip_reads_it() {
+        let data = sample(2 * BLOCK_SIZE + 99);
+        let gz = gzip(&data, 6, 2, 4096);
+        let dir = std::env::temp_dir().join(format!("strata-gzip-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("data.gz");
+        std::fs::write(&file, &gz).unwrap();
+        let out = std::process::Command::new("gzip")
+            .args(["-t", "-v"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = std::process::Command::new("gzip")
+            .args(["-d", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
+    }
+}

@@ -1,0 +1,257 @@
+//! Small file-system helpers shared by the layer writer, the extractor and the snapshotters.
+
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use rustix::io::Errno;
+
+/// Overlayfs keeps its own bookkeeping in these xattrs; they never belong in a layer.
+pub(crate) fn is_internal_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// The extended attributes of `path` (not following a final symlink) that a layer records,
+/// sorted by name. A file system without xattr support has none.
+pub(crate) fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 256];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => {
+                let needed = rustix::fs::llistxattr_query(path)?;
+                names.resize(needed.max(names.len() * 2), 0);
+            }
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if is_internal_xattr(name) {
+            continue;
+        }
+        let name_os = std::ffi::OsStr::from_bytes(name);
+        if let Some(value) = get_xattr(path, name_os)? {
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One xattr of `path` (not following a final symlink); `None` when absent.
+pub(crate) fn get_xattr(path: &Path, name: &std::ffi::OsStr) -> io::Result<Option<Vec<u8>>> {
+    let mut value = vec![0u8; 256];
+    loop {
+        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            Ok(n) => {
+                value.truncate(n);
+                return Ok(Some(value));
+            }
+            Err(Errno::RANGE) => {
+                let needed = rustix::fs::lgetxattr_query(path, name)?;
+                value.resize(needed.max(value.len() * 2), 0);
+            }
+            Err(Errno::NODATA) | Err(Errno::NOTSUP) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `path` is a directory overlayfs marks opaque (`trusted.overlay.opaque` as root,
+/// `user.overlay.opaque` with the `userxattr` mount option).
+pub(crate) fn is_opaque_dir(path: &Path) -> io::Result<bool> {
+    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        if get_xattr(path, key.as_ref())?.as_deref() == Some(b"y") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `meta` describes an overlay whiteout: a character device 0/0.
+pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+/// The names in a directory, sorted bytewise (the order Go's `filepath.Walk` visits).
+pub(crate) fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
+    let mut names = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Whether two regular files have the same content.
+pub(crate) fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Copies a regular file's bytes, sharing extents where the file system can (reflink through
+/// `copy_file_range`), falling back to reading and writing.
+pub(crate) fn copy_file_data(src: &File, dst: &mut File, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(src, None, &*dst, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => left -= n as u64,
+            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if left > 0 {
+        // Either the kernel refused, or the source shrank: copy what remains the plain way.
+        let mut src = src;
+        io::copy(&mut Read::take(&mut src, left), dst)?;
+    }
+    dst.flush()
+}
+
+/// Removes a path of any type, recursively; a missing path is fine.
+pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => match fs::remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+/// Copies the tree `src` to `dst` (which must not exist) keeping everything a layer records:
+/// types, modes, owners, xattrs, mtimes, device numbers and hard links. File data is shared
+/// with the source where the file system can (reflinks through `copy_file_range`).
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut links = std::collections::HashMap::new();
+    copy_entry(src, dst, &mut links)
+}
+
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    links: &mut std::collections::HashMap<(u64, u64), std::path::PathBuf>,
+) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    if !ft.is_dir() && meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = links.get(&key) {
+            return fs::hard_link(first, dst);
+        }
+        links.insert(key, dst.to_path_buf());
+    }
+    if ft.is_dir() {
+        fs::DirBuilder::new().mode(0o700).create(dst)?;
+        for name in sorted_names(src)? {
+            copy_entry(&src.join(&name), &dst.join(&name), links)?;
+        }
+    } else if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+    } else if ft.is_file() {
+        let from = File::open(src)?;
+        let mut to = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)?;
+        copy_file_data(&from, &mut to, meta.len())?;
+    } else {
+        let kind = if ft.is_char_device() {
+            rustix::fs::FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            rustix::fs::FileType::BlockDevice
+        } else if ft.is_fifo() {
+            rustix::fs::FileType::Fifo
+        } else {
+            // Sockets belong to a running process; layers skip them too.
+            return Ok(());
+        };
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            meta.rdev(),
+        )?;
+    }
+    copy_metadata(src, dst)
+}
+
+/// Gives `dst` the owner, mode, xattrs (overlay's opaque marker included) and times of `src`.
+pub(crate) fn copy_metadata(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    if !ft.is_symlink() {
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777),
+            rustix::fs::AtFlags::empty(),
+        )?;
+    }
+    let mut all = xattrs(src)?;
+    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        if let Some(v) = get_xattr(src, key.as_ref())? {
+            all.push((key.as_bytes().to_vec(), v));
+        }
+    }
+    for (name, value) in all {
+        rustix::fs::lsetxattr(
+            dst,
+            std::ffi::OsStr::from_bytes(&name),
+            &value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        dst,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! Diff -> OCI layer: a deterministic tar, hashed, compressed and hashed again in one pass.
+//!
+//! The tar is what containerd's `ChangeWriter` (BuildKit's layer writer) produces for the same
+//! changes: names relative without `./`, directories with a trailing `/`, no root entry, parent
+//! directories of every change included, the first path of a multiply-linked inode carries the
+//! content and later ones are hard links to it, mode = permission and setuid/setgid/sticky bits,
+//! mtimes truncated to seconds (clamped to `SOURCE_DATE_EPOCH`), no atime/ctime, sockets
+//! skipped, deletions as empty `.wh.<name>` files. Departures, each for determinism: uname and
+//! gname stay empty (Go fills them from the writing host's passwd file), whiteouts get the
+//! mtime `SOURCE_DATE_EPOCH` or 0 (containerd: the current time), and every xattr but
+//! overlayfs's own is recorded (containerd: only `security.capability`).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use strata_codec::{Compression, Digest, Encoder, EncoderOptions, HashingWriter};
+
+use crate::Error;
+use crate::changes::{self, ChangeKind, ChangeSink};
+use crate::fsutil;
+use crate::tarfmt::{self, EntryType, Header};
+
+/// Where a layer's changes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diff {
+    /// An overlay upper directory (deletions as char 0/0 whiteouts, replaced directories marked
+    /// opaque) over `lower`, a merged view of its parent snapshots. With the view, the layer is
+    /// exactly BuildKit's (unchanged copied-up entries skipped, an opaque directory written as
+    /// the deletions and additions that turn the lower directory into it); without one, every
+    /// entry is an addition and an opaque directory gets a `.wh..wh..opq` marker.
+    Overlay {
+        upper: PathBuf,
+        lower: Option<PathBuf>,
+    },
+    /// Two full trees: the changes that turn `lower` (absent: an empty tree) into `upper`.
+    Trees {
+        lower: Option<PathBuf>,
+        upper: PathBuf,
+    },
+}
+
+impl Diff {
+    /// A plain directory every entry of which is an addition (COPY/ADD results). Device nodes
+    /// in it, char 0/0 included, are written as devices.
+    pub fn directory(path: impl Into<PathBuf>) -> Diff {
+        Diff::Trees {
+            lower: None,
+            upper: path.into(),
+        }
+    }
+}
+
+/// How to write a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    pub encoder: EncoderOptions,
+    /// Clamp every mtime to this (Unix seconds), as `SOURCE_DATE_EPOCH` asks.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            compression: Compression::Gzip,
+            encoder: EncoderOptions::default(),
+            source_date_epoch: None,
+        }
+    }
+}
+
+/// What [`write_layer`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// sha256 of the uncompressed tar (the image config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// sha256 of the bytes written to `out` (the manifest's layer digest).
+    pub digest: Digest,
+    /// Bytes written to `out`.
+    pub size: u64,
+    /// Bytes of the uncompressed tar.
+    pub uncompressed_size: u64,
+    pub compression: Compression,
+}
+
+/// Writes `diff` as a layer to `out` in one streaming pass: tar -> sha256 (diffID) -> encoder ->
+/// sha256 (digest) -> `out`. The same tree and options give the same bytes for any thread count.
+///
+/// A helper thread walks the tree, reads the files and hashes the tar stream (handed over in
+/// 1 MiB chunks) while the calling thread feeds the compressors and hashes and writes their
+/// output, so file system calls overlap with compression as in `tar | pigz`.
+pub fn write_layer<W: Write>(
+    diff: &Diff,
+    options: &LayerOptions,
+    out: W,
+) -> Result<LayerDescriptor, Error> {
+    let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
+    let mut encoder =
+        Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
+    let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(4);
+    let (recycle, spare) = mpsc::sync_channel::<Vec<u8>>(8);
+    let (produced, consumed) = std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name("layer-tar".into())
+            .spawn_scoped(scope, move || {
+                // The diffID is hashed here, beside the reading, to spread the work.
+                let mut out = HashingWriter::new(ChunkWriter {
+                    chunk: Vec::with_capacity(CHUNK),
+                    chunks,
+                    spare,
+                });
+                write_tar(diff, options.source_date_epoch, &mut out)?;
+                let (mut chunks, diff_id, len) = out.finish();
+                chunks.send()?;
+                Ok((diff_id, len))
+            });
+        let producer = match producer {
+            Ok(p) => p,
+            Err(e) => return (Err(e), Ok(())),
+        };
+        let mut consumed = Ok(());
+        for mut chunk in received.iter() {
+            if let Err(e) = encoder.write_all(&chunk) {
+                consumed = Err(e);
+                // Dropping the receiver stops the producer at its next chunk.
+                break;
+            }
+            chunk.clear();
+            let _ = recycle.try_send(chunk);
+        }
+        drop(received);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("layer tar thread panicked")));
+        (produced, consumed)
+    });
+    // A write error explains a producer stopped by the closed channel, not the other way round.
+    consumed.map_err(Error::Write)?;
+    let (diff_id, uncompressed_size) = produced.map_err(Error::Write)?;
+    let sink = encoder.finish().map_err(Error::Write)?;
+    let (mut buffered, digest, size) = sink.finish();
+    buffered.flush().map_err(Error::Write)?;
+    Ok(LayerDescriptor {
+        diff_id,
+        digest,
+        size,
+        uncompressed_size,
+        compression: options.compression,
+    })
+}
+
+/// Bytes of tar per chunk handed from the reading thread to the compressing one.
+const CHUNK: usize = 1 << 20;
+
+/// Collects the tar stream into chunks for the channel; emptied chunks come back for reuse.
+struct ChunkWriter {
+    chunk: Vec<u8>,
+    chunks: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        self.chunks
+            .send(full)
+            .map_err(|_| io::Error::other("layer writer stopped"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The whole tar stream of `diff`, end-of-archive included.
+fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> io::Result<()> {
+    let upper = match diff {
+        Diff::Overlay { upper, .. } | Diff::Trees { upper, .. } => upper.clone(),
+    };
+    let mut tar = TarChanges {
+        out,
+        root: upper,
+        source_date_epoch,
+        opaque_markers: matches!(diff, Diff::Overlay { lower: None, .. }),
+        added_dirs: HashSet::new(),
+        first_link: HashMap::new(),
+        buf: vec![0u8; 256 * 1024],
+    };
+    match diff {
+        Diff::Overlay { upper, lower } => {
+            changes::overlay_changes(upper, lower.as_deref(), &mut tar)?
+        }
+        Diff::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut tar)?,
+    }
+    tarfmt::write_trailer(&mut tar.out)
+}
+
+/// Turns changes into tar entries, as containerd's `ChangeWriter.HandleChange` does.
+struct TarChanges<W: Write> {
+    out: W,
+    /// The tree whose directories are written as parents of changed entries.
+    root: PathBuf,
+    source_date_epoch: Option<i64>,
+    opaque_markers: bool,
+    /// Directories already written (relative, no trailing slash).
+    added_dirs: HashSet<PathBuf>,
+    /// For each multiply-linked inode written, the tar name that carries its content.
+    first_link: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+impl<W: Write> TarChanges<W> {
+    fn clamp(&self, mtime: i64) -> i64 {
+        match self.source_date_epoch {
+            Some(epoch) if mtime > epoch => epoch,
+            _ => mtime,
+        }
+    }
+
+    /// Writes the parent directory of `rel` first when no entry wrote it (containerd's
+    /// `includeParents`), and remembers `rel` when it is a directory.
+    fn include_parents(&mut self, rel: &Path, is_dir: bool) -> io::Result<()> {
+        if let Some(parent) = rel.parent()
+            && !parent.as_os_str().is_empty()
+            && !self.added_dirs.contains(parent)
+        {
+            let parent = parent.to_path_buf();
+            self.added_dirs.insert(parent.clone());
+            let source = self.root.join(&parent);
+            let meta = fs::metadata(&source).map_err(|e| with_path(e, &source))?;
+            self.change(ChangeKind::Modify, &parent, &source, Some(&meta))?;
+        }
+        if is_dir {
+            self.added_dirs.insert(rel.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, rel: &Path, target: &[u8]) -> io::Result<()> {
+        let mut name = match rel.parent() {
+            Some(p) if !p.as_os_str().is_empty() => {
+                let mut n = p.as_os_str().as_bytes().to_vec();
+                n.push(b'/');
+                n
+            }
+            _ => Vec::new(),
+        };
+        name.extend_from_slice(b".wh.");
+        name.extend_from_slice(target);
+        let mut header = Header::new(name, EntryType::Regular);
+        header.mtime = self.source_date_epoch.unwrap_or(0);
+        tarfmt::write_header(&mut self.out, &header)
+    }
+
+    fn entry(&mut self, rel: &Path, source: &Path, meta: &Metadata) -> io::Result<()> {
+        let file_type = meta.file_type();
+        if file_type.is_socket() {
+            return Ok(());
+        }
+        let mut name = rel.as_os_str().as_bytes().to_vec();
+        let entry_type = if file_type.is_dir() {
+            name.push(b'/');
+            EntryType::Directory
+        } else if file_type.is_symlink() {
+            EntryType::Symlink
+        } else if file_type.is_char_device() {
+            EntryType::Char
+        } else if file_type.is_block_device() {
+            EntryType::Block
+        } else if file_type.is_fifo() {
+            EntryType::Fifo
+        } else {
+            EntryType::Regular
+        };
+        let mut header = Header::new(name, entry_type);
+        header.mode = meta.mode() & 0o7777;
+        header.uid = u64::from(meta.uid());
+        header.gid = u64::from(meta.gid());
+        header.mtime = self.clamp(meta.mtime());
+        match entry_type {
+            EntryType::Regular => header.size = meta.size(),
+            EntryType::Symlink => {
+                header.link_name = fs::read_link(source)?.into_os_string().into_vec();
+            }
+            EntryType::Char | EntryType::Block => {
+                header.dev_major = u64::from(rustix::fs::major(meta.rdev()));
+                header.dev_minor = u64::from(rustix::fs::minor(meta.rdev()));
+            }
+            _ => {}
+        }
+        if !file_type.is_dir() && meta.nlink() > 1 {
+            let inode = (meta.dev(), meta.ino());
+            if let Some(first) = self.first_link.get(&inode) {
+                header.entry_type = EntryType::HardLink;
+                header.link_name = first.clone();
+                header.size = 0;
+            } else {
+                self.first_link.insert(inode, header.name.clone());
+            }
+        }
+        header.xattrs = fsutil::xattrs(source)?;
+        self.include_parents(rel, file_type.is_dir())?;
+        tarfmt::write_header(&mut self.out, &header)?;
+        if header.entry_type == EntryType::Regular && header.size > 0 {
+            self.content(source, header.size)?;
+        }
+        if self.opaque_markers && file_type.is_dir() && fsutil::is_opaque_dir(source)? {
+            let mut marker = Header::new(
+                [&header.name[..], b".wh..wh..opq"].concat(),
+                EntryType::Regular,
+            );
+            marker.mtime = self.source_date_epoch.unwrap_or(0);
+            tarfmt::write_header(&mut self.out, &marker)?;
+        }
+        Ok(())
+    }
+
+    /// Copies exactly `size` bytes of a regular file (its size when it was stat'ed).
+    fn content(&mut self, source: &Path, size: u64) -> io::Result<()> {
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(source)?;
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while it was being written to the layer",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.out.write_all(&self.buf[..n])?;
+            left -= n as u64;
+        }
+        self.out
+            .write_all(&[0u8; tarfmt::BLOCK][..tarfmt::padding(size)])
+    }
+}
+
+impl<W: Write> ChangeSink for TarChanges<W> {
+    fn change(
+        &mut self,
+        kind: ChangeKind,
+        rel: &Path,
+        source: &Path,
+        meta: Option<&Metadata>,
+    ) -> io::Result<()> {
+        let result = match (kind, meta) {
+            (ChangeKind::Delete, _) | (_, None) => {
+                self.include_parents(rel, false).and_then(|()| {
+                    let target = rel.file_name().map_or(&[][..], |n| n.as_bytes()).to_vec();
+                    self.whiteout(rel, &target)
+                })
+            }
+            (_, Some(meta)) => self.entry(rel, source, meta),
+        };
+        result.map_err(|e| with_path(e, source))
+    }
+}
