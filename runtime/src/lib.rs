@@ -27,6 +27,7 @@ mod bundle;
 mod cgroup;
 mod channel;
 pub mod etc;
+mod exec;
 mod helper;
 mod init;
 mod launch;
