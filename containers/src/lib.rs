@@ -47,7 +47,9 @@ pub use record::{
     ContainerConfig, ContainerState, HostConfig, MountConfig, MountKind, NetworkMode, PortBinding,
     RestartPolicy, RunConfig, Status,
 };
-pub use registry::{Containers, CreateOptions, DEFAULT_STOP_TIMEOUT, Record, RemoveOptions};
+pub use registry::{
+    Containers, CreateOptions, Created, DEFAULT_STOP_TIMEOUT, Record, RemoveOptions,
+};
 pub use watch::Watcher;
 
 /// The first argument that makes the `strata` binary act as a container monitor

@@ -48,6 +48,15 @@ pub struct CreateOptions {
     pub host: HostConfig,
 }
 
+/// A new container, and the volumes made for it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub record: Record,
+    /// Volumes that did not exist before (named ones included): [`Containers::discard`] removes
+    /// them with the container when it cannot start.
+    pub new_volumes: Vec<String>,
+}
+
 /// `rm` options.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemoveOptions {
@@ -136,7 +145,7 @@ impl Containers {
 
     /// Creates a container: unpacks the image, makes the container's snapshot, volumes and
     /// files. On any error nothing of it is left (volumes it created included).
-    pub fn create(&self, options: CreateOptions) -> Result<Record> {
+    pub fn create(&self, options: CreateOptions) -> Result<Created> {
         let CreateOptions {
             name,
             image_ref,
@@ -223,6 +232,10 @@ impl Containers {
                 })?;
                 Ok(record)
             });
+        let result = result.map(|record| Created {
+            record,
+            new_volumes: new_volumes.clone(),
+        });
         drop(lease);
         if result.is_err() {
             let _ = self.snapshotter().map(|s| s.remove(&snapshot));
@@ -381,7 +394,7 @@ impl Containers {
             return Ok(record);
         }
         let id = record.config.id.clone();
-        let mut fixed = false;
+        let mut fixed = None;
         let state = self.update_state(&id, |s| {
             // Re-checked under the state lock: a monitor writes its last state under it too.
             if s.status.is_active() && try_lock(&self.monitor_lock_path(&id), false)?.is_some() {
@@ -391,13 +404,17 @@ impl Containers {
                 s.finished_at = fsutil::now();
                 s.pid = 0;
                 s.pid_start = 0;
-                s.rootfs = None;
+                fixed = Some(s.rootfs.take());
                 s.exits += 1;
-                fixed = true;
             }
             Ok(())
         })?;
-        if fixed {
+        if let Some(rootfs) = fixed {
+            // The dead monitor's mount, by the path it recorded: the snapshotter's own sweep
+            // (`cleanup`) would spare it while the monitor is an unreaped zombie.
+            if let Some(rootfs) = rootfs {
+                unmount_if_mounted(&rootfs)?;
+            }
             self.snapshotter()?.cleanup()?;
         }
         Ok(Record {
@@ -631,6 +648,28 @@ impl Containers {
         fs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
     }
 
+    /// Removes a container that could not start, with the volumes its creation made (those no
+    /// other container took meanwhile): `run` leaves nothing half-created.
+    pub fn discard(&self, created: &Created) -> Result<()> {
+        self.remove(
+            &created.record.config.id,
+            RemoveOptions {
+                force: true,
+                volumes: true,
+            },
+        )?;
+        let _names = self.names_lock()?;
+        for v in &created.new_volumes {
+            if self.volume_users(v)?.is_empty() {
+                match self.volumes.delete(v) {
+                    Ok(_) | Err(Error::NoSuchVolume(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     // ---- volumes ----
 
     /// IDs of the containers whose mounts use volume `name`.
@@ -677,4 +716,19 @@ impl Containers {
         }
         Ok((removed, freed))
     }
+}
+
+/// Unmounts `path` (lazily) when it is a mount point.
+fn unmount_if_mounted(path: &Path) -> Result<()> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("reading", "/proc/self/mountinfo"))?;
+    let mounted = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| Path::new(p) == path);
+    if mounted {
+        rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH)
+            .map_err(|e| io_err("unmounting", path)(e.into()))?;
+    }
+    Ok(())
 }

@@ -29,19 +29,27 @@ pub struct ExecArgs {
     /// Set an environment variable (`K=V`).
     #[arg(short, long = "env")]
     env: Vec<String>,
-    container: String,
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The container, then the command and its arguments. Options end at the container.
+    #[arg(
+        value_name = "CONTAINER COMMAND [ARG...]",
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    container_and_command: Vec<String>,
 }
 
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if args.tty && args.interactive && !io::stdin().is_terminal() {
         bail!("the input device is not a TTY");
     }
+    let [container, command @ ..] = args.container_and_command.as_slice() else {
+        bail!("exec needs a container and a command");
+    };
     let containers = open_containers()?;
     let options = ExecOptions {
-        cmd: args.command.clone(),
+        cmd: command.to_vec(),
         env: args.env.clone(),
         user: args.user.clone(),
         workdir: args.workdir.clone(),
@@ -56,7 +64,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         stdout: Stdio::Inherit,
         stderr: Stdio::Inherit,
     };
-    let mut process = containers.exec(&args.container, &options, stdio)?;
+    let mut process = containers.exec(container, &options, stdio)?;
     let raw = if args.tty && io::stdin().is_terminal() {
         Some(RawTerminal::enter()?)
     } else {

@@ -132,7 +132,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
             &record.config.id,
             args.interactive,
             record.config.config.tty,
-            false,
+            None,
         );
     }
     each(&args.containers, |c, name| {

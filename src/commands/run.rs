@@ -16,7 +16,7 @@ use strata_containers::options::{
     parse_volume_flag,
 };
 use strata_containers::{
-    Containers, CreateOptions, HostConfig, NetworkMode, PortBinding, RemoveOptions, RestartPolicy,
+    Containers, CreateOptions, Created, HostConfig, NetworkMode, PortBinding, RestartPolicy,
 };
 use strata_store::{Image, Platform, Store, StoreError};
 
@@ -111,11 +111,25 @@ pub struct CreateArgs {
     /// Remove the container when it ends.
     #[arg(long)]
     rm: bool,
-    /// The image: name, ID or digest.
-    image: String,
-    /// The command and its arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image (name, ID or digest), then the command and its arguments (default: the
+    /// image's). Options end at the image: what follows is the command's.
+    #[arg(
+        value_name = "IMAGE [COMMAND [ARG...]]",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    image_and_command: Vec<String>,
+}
+
+impl CreateArgs {
+    fn image(&self) -> &str {
+        self.image_and_command.first().map_or("", String::as_str)
+    }
+
+    fn command(&self) -> &[String] {
+        self.image_and_command.get(1..).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -159,51 +173,48 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(not_started("the input device is not a TTY"));
     }
     let containers = open_containers()?;
-    let id = match create_container(&containers, flags, attach) {
-        Ok(id) => id,
+    let created = match create_container(&containers, flags, attach) {
+        Ok(created) => created,
         Err(e) => return Ok(not_started(format!("{e:#}"))),
     };
+    let id = created.record.config.id.clone();
     if args.detach {
         if let Err(e) = containers.start_detached(&id) {
-            remove_quietly(&containers, &id);
+            let _ = containers.discard(&created);
             return Ok(not_started(e));
         }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    run_attached(&containers, &id, flags.interactive, flags.tty, true)
+    run_attached(
+        &containers,
+        &id,
+        flags.interactive,
+        flags.tty,
+        Some(&created),
+    )
 }
 
 pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let containers = open_containers()?;
     match create_container(&containers, &args, false) {
-        Ok(id) => {
-            println!("{id}");
+        Ok(created) => {
+            println!("{}", created.record.config.id);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Ok(not_started(format!("{e:#}"))),
     }
 }
 
-fn remove_quietly(containers: &Containers, id: &str) {
-    let _ = containers.remove(
-        id,
-        RemoveOptions {
-            force: true,
-            volumes: true,
-        },
-    );
-}
-
 /// Runs a created container with this process as its monitor, the container's streams
-/// attached to ours; exits with the container's code. A container that never ran is removed
-/// when `remove_on_failure` (as `run` leaves nothing half-created).
+/// attached to ours; exits with the container's code. A container `run` just created
+/// (`created`) is discarded when it cannot start, as `run` leaves nothing half-created.
 pub fn run_attached(
     containers: &Containers,
     id: &str,
     interactive: bool,
     tty: bool,
-    remove_on_failure: bool,
+    created: Option<&Created>,
 ) -> anyhow::Result<ExitCode> {
     let signals = SignalProxy::default();
     forward_signals(&signals, tty);
@@ -234,8 +245,8 @@ pub fn run_attached(
             Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8))
         }
         Err(e) => {
-            if remove_on_failure {
-                remove_quietly(containers, id);
+            if let Some(created) = created {
+                let _ = containers.discard(created);
             }
             Ok(not_started(e))
         }
@@ -311,12 +322,12 @@ fn terminal_size() -> Option<(u16, u16)> {
     (rc == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
 }
 
-/// Turns the flags into a created container; returns its ID.
+/// Turns the flags into a created container.
 fn create_container(
     containers: &Containers,
     flags: &CreateArgs,
     attach: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Created> {
     let network = NetworkMode::parse(&flags.network).with_context(|| {
         format!(
             "invalid --network {:?}: use private, host or none",
@@ -329,7 +340,7 @@ fn create_container(
             flags.restart
         )
     })?;
-    let image = image_for_run(containers.store(), &flags.image)?;
+    let image = image_for_run(containers.store(), flags.image())?;
     let mut ports: Vec<PortBinding> = flags
         .publish
         .iter()
@@ -394,7 +405,7 @@ fn create_container(
         bail!("invalid signal: {s}");
     }
     let overrides = ConfigOverrides {
-        cmd: flags.command.clone(),
+        cmd: flags.command().to_vec(),
         entrypoint: flags.entrypoint.clone(),
         env: env_entries(&flags.env, &flags.env_file)?,
         user: flags.user.clone(),
@@ -406,14 +417,13 @@ fn create_container(
         open_stdin: flags.interactive,
         attach,
     };
-    let record = containers.create(CreateOptions {
+    Ok(containers.create(CreateOptions {
         name: flags.name.clone(),
-        image_ref: flags.image.clone(),
+        image_ref: flags.image().to_string(),
         image,
         overrides,
         host,
-    })?;
-    Ok(record.config.id)
+    })?)
 }
 
 /// `-e` and `--env-file` entries in order; `K` alone takes this process's value (or is dropped).
