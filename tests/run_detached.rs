@@ -136,6 +136,13 @@ fn a_container_outlives_its_starter_and_later_commands_see_it() {
     assert_eq!(after["State"]["Running"], true);
     assert_ne!(after["State"]["Pid"], before);
     env.ok(&["rm", "-f", "lasting"]);
+    // -d -i keeps stdin open: a shell waiting for input stays up (and -t gives it a terminal).
+    env.ok(&["run", "-d", "-i", "--name", "shell", "bb", "sh"]);
+    env.ok(&["run", "-d", "-i", "-t", "--name", "term", "bb", "sh"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["shell", "term"] {
+        assert_eq!(env.inspect(name)["State"]["Running"], true, "{name}");
+    }
 }
 
 #[test]

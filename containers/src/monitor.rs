@@ -207,8 +207,11 @@ struct Monitor<'a> {
 /// One run in progress.
 struct Running {
     container: Container,
-    _proxy: Option<PortProxy>,
+    proxy: Option<PortProxy>,
     pumps: Vec<JoinHandle<()>>,
+    /// The container's stdin when nobody writes to it (`-d -i`): held open until the end, as
+    /// Docker keeps it, so a shell waiting for input stays up.
+    idle_stdin: Option<File>,
 }
 
 impl Monitor<'_> {
@@ -273,15 +276,17 @@ impl Monitor<'_> {
             }
             let Running {
                 container,
-                _proxy,
+                proxy,
                 pumps,
+                idle_stdin,
             } = running;
             let exit = container.wait();
             self.signals.set(None);
             for p in pumps {
                 let _ = p.join();
             }
-            drop(_proxy);
+            drop(proxy);
+            drop(idle_stdin);
             outcome = match exit {
                 Ok(exit) => Outcome {
                     exit_code: exit.status.code,
@@ -486,8 +491,9 @@ impl Monitor<'_> {
             }
         }
         Ok(Running {
+            idle_stdin: container.stdin.take(),
             container,
-            _proxy: proxy,
+            proxy,
             pumps,
         })
     }
