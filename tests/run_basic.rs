@@ -150,7 +150,9 @@ fn errors_are_clear_and_leave_nothing_half_created() {
     let (_, err) = env.fails(&["rm", "nobody"]);
     assert!(err.contains("No such container: nobody"), "{err}");
     let (_, err) = env.fails(&["inspect", "nobody"]);
-    assert!(err.contains("No such object: nobody"), "{err}");
+    assert!(err.contains("No such image: nobody"), "{err}");
+    let (_, err) = env.fails(&["inspect", "--type", "container", "bb"]);
+    assert!(err.contains("No such container: bb"), "{err}");
     // The image is in use: rmi needs -f.
     let (_, err) = env.fails(&["rmi", "bb"]);
     assert!(err.contains("must be forced"), "{err}");

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Value, json};
-use strata_store::{Image, StoreError};
+use strata_store::Image;
 
 use super::container_output::{self, open_containers};
 
@@ -46,10 +46,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         match store.resolve(name) {
             Ok(image) => out.push(inspect_json(&image)),
-            Err(StoreError::ImageNotFound(_)) if args.kind.is_none() => {
-                eprintln!("strata: error: No such object: {name}");
-                failed = true;
-            }
             Err(e) => {
                 eprintln!("strata: error: {e}");
                 failed = true;
