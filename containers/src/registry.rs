@@ -519,6 +519,7 @@ impl Containers {
         let id = record.config.id.clone();
         let ended = |s: &ContainerState| s.status == Status::Exited || s.status == Status::Dead;
         if ended(&record.state) {
+            let _ = self.wait_for_monitor(&id, DEFAULT_STOP_TIMEOUT);
             return Ok(record.state.exit_code);
         }
         let watcher = Watcher::new(&self.container_dir(&id))?;
@@ -526,7 +527,14 @@ impl Containers {
         let mut last = record.state;
         loop {
             match self.load(&id) {
-                Ok(r) if r.state.exits > exits || ended(&r.state) => return Ok(r.state.exit_code),
+                Ok(r) if r.state.exits > exits || ended(&r.state) => {
+                    // Ended for good: return once the monitor let go of it too (unmounted,
+                    // removed), so `wait && rm` works.
+                    if ended(&r.state) {
+                        let _ = self.wait_for_monitor(&id, DEFAULT_STOP_TIMEOUT);
+                    }
+                    return Ok(r.state.exit_code);
+                }
                 Ok(r) => last = r.state,
                 // Removed (--rm) after it ended: its last recorded end is the answer.
                 Err(Error::NoSuchContainer(_)) if last.exits > exits || ended(&last) => {
@@ -599,6 +607,8 @@ impl Containers {
             }
             self.wait_for_monitor(&id, DEFAULT_STOP_TIMEOUT)?;
         }
+        // A monitor that recorded the end may still be unmounting: let it finish.
+        self.wait_for_monitor(&id, DEFAULT_STOP_TIMEOUT)?;
         let lock_path = self.monitor_lock_path(&id);
         let Some(_monitor) = try_lock(&lock_path, true)? else {
             return Err(Error::AlreadyRunning(id));
