@@ -27,7 +27,7 @@ use rustix::fs::{
 
 use crate::error::{Error, Result};
 use crate::fsutil::try_lock;
-use crate::process::open_pidfd;
+use crate::process::start_time;
 use crate::record::{MountKind, Status};
 use crate::registry::{Containers, Record};
 
@@ -111,18 +111,17 @@ fn with_root<T>(
         return result;
     }
     let state = containers.load(id)?.state;
-    let pidfd = (state.status == Status::Running)
-        .then(|| open_pidfd(state.pid, state.pid_start))
-        .flatten()
-        .ok_or_else(|| {
-            Error::Invalid(format!("container {id} is starting or stopping: try again"))
-        })?;
+    let is_init = || state.pid > 0 && start_time(state.pid) == Some(state.pid_start);
+    if state.status != Status::Running || !is_init() {
+        return Err(Error::Invalid(format!(
+            "container {id} is starting or stopping: try again"
+        )));
+    }
     let root = open_dir(Path::new(&format!("/proc/{}/root", state.pid)))?;
-    // The pid was still the container's init after we opened its root.
-    if crate::process::start_time(state.pid) != Some(state.pid_start) {
+    // Still the container's init after we opened its root: not a recycled pid.
+    if !is_init() {
         return Err(Error::NotRunning(id.clone()));
     }
-    drop(pidfd);
     f(&root, &clean(container_path).join("/"))
 }
 
