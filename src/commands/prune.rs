@@ -91,7 +91,8 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn confirm(what: &str) -> anyhow::Result<bool> {
+/// Asks on the terminal before a destructive prune, as Docker does; only `y`/`yes` proceeds.
+pub(crate) fn confirm(what: &str) -> anyhow::Result<bool> {
     eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
     io::stderr().flush()?;
     let mut line = String::new();

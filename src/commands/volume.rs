@@ -1,7 +1,6 @@
 //! `strata volume create|ls|inspect|rm|prune`, in Docker's shapes.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -56,17 +55,6 @@ pub struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
-}
-
-fn confirm(what: &str) -> anyhow::Result<bool> {
-    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-    io::stderr().flush()?;
-    let mut line = String::new();
-    io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 fn inspect_json(v: &Volume) -> Value {
@@ -150,7 +138,7 @@ pub fn run(cmd: VolumeCommand) -> anyhow::Result<ExitCode> {
             } else {
                 "all anonymous local volumes not used by at least one container"
             };
-            if !args.force && !confirm(what)? {
+            if !args.force && !super::prune::confirm(what)? {
                 return Ok(ExitCode::SUCCESS);
             }
             let (removed, freed) = containers.prune_volumes(args.all)?;
