@@ -134,6 +134,19 @@ fn validate_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// Whether a process exists and has not exited: a zombie (killed, not yet reaped by a slow
+/// parent) holds its pid but will never unmount anything again.
+fn process_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 impl Snapshotter {
     /// Opens (creating) the snapshot root with the driver its snapshots were made with, which
     /// the root records: every process then agrees on it, and only the first open probes.
@@ -702,9 +715,7 @@ impl Snapshotter {
             name.split('-')
                 .next()
                 .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-                })
+                .is_some_and(|pid| pid != std::process::id() && process_running(pid))
         };
         for mount in
             overlay::mounts_under(&self.root).map_err(io_err("reading mounts", &self.root))?
@@ -801,4 +812,23 @@ fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {
         parent,
         state: state?,
     })
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_running;
+
+    #[test]
+    fn zombies_and_missing_pids_are_not_running() {
+        assert!(process_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!process_running(child.id()));
+        child.wait().unwrap();
+        assert!(!process_running(u32::MAX));
+    }
 }
