@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// Never contact a registry that is not on this machine's loopback (also STRATA_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +44,10 @@ enum Command {
     /// Manage the store as a whole.
     #[command(subcommand)]
     System(commands::prune::SystemCommand),
+    /// Download an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::push::PushArgs),
     /// Log in to a registry (credentials are checked, then saved with mode 0600).
     Login(commands::login::LoginArgs),
     /// Forget the saved credentials for a registry.
@@ -59,6 +66,7 @@ fn main() -> ExitCode {
         strata_runtime::helper_main();
     }
     let cli = Cli::parse();
+    commands::registry::set_offline(cli.offline);
     let result = match cli.command {
         Command::Version => commands::version::run(),
         Command::Import(args) => commands::import::run(args),
@@ -71,6 +79,8 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::save_load::run_load(args),
         Command::Image(cmd) => commands::prune::run_image(cmd),
         Command::System(cmd) => commands::prune::run_system(cmd),
+        Command::Pull(args) => commands::pull::run(args),
+        Command::Push(args) => commands::push::run(args),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
         Command::Debug(cmd) => commands::debug::run(cmd),

@@ -78,6 +78,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The local store failed while pulling into it or pushing from it.
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: strata_store::StoreError,
+    },
+
     #[error("unsupported digest algorithm in {digest}: only sha256 is supported")]
     UnsupportedDigest { digest: String },
 }
@@ -97,6 +105,11 @@ impl Error {
             Error::Status { status, .. } => retryable_status(*status),
             _ => false,
         }
+    }
+
+    pub(crate) fn store(what: impl Into<String>) -> impl FnOnce(strata_store::StoreError) -> Self {
+        let what = what.into();
+        move |source| Error::Store { what, source }
     }
 
     pub(crate) fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -9,6 +9,7 @@ use oci_spec::image::ImageManifest;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Body, Response};
 use strata_codec::{Digest, DigestMismatch, HashingWriter};
+use strata_store::Platform;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use url::Url;
@@ -19,7 +20,7 @@ use crate::config::report;
 use crate::connection::{Call, Connection, ReadError, read_limited, status_error};
 use crate::error::{Error, Result, retryable_status};
 use crate::manifest::{
-    MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest, ManifestDocument, Platform, available_platforms,
+    MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest, ManifestDocument, available_platforms,
     media_type_of, select_platform,
 };
 use crate::names::{Reference, Repository};
@@ -792,6 +793,139 @@ impl RepositoryClient {
             );
         });
         Ok(Body::wrap_stream(stream))
+    }
+
+    /// Uploads a blob whose digest is known only once all of it has been produced (a layer
+    /// being recompressed): the bytes go up as they come, in one streamed `PATCH` (or in
+    /// `chunk_size` pieces when the registry's options say so), hashed on the way, and the final
+    /// `PUT ?digest=` names what was sent. Nothing is checked or mounted first, and nothing is
+    /// retried, since a stream cannot be replayed: after a failure, push the finished blob with
+    /// [`RepositoryClient::push_blob`]. An error item in `chunks` aborts the upload. Returns the
+    /// digest and size of what was uploaded.
+    pub async fn push_blob_stream<S>(&self, chunks: S) -> Result<(Digest, u64)>
+    where
+        S: futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let image = self.repo.to_string();
+        let what = format!("streamed upload to {image}");
+        let scopes = [Scope::push(self.repo.path())];
+        let call = self.call(&what, &image, &scopes, None);
+        let response = self
+            .conn
+            .send(&call, |http, base| {
+                Ok(http
+                    .post(self.url(base, "blobs/uploads/")?)
+                    .header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if response.status().as_u16() != 202 {
+            return Err(status_error(&what, response).await);
+        }
+        let mut location = location_of(&response, &what)?;
+        let hasher = Arc::new(std::sync::Mutex::new(HashingWriter::new(io::sink())));
+        let hash = |hasher: &std::sync::Mutex<HashingWriter<io::Sink>>, chunk: &[u8]| {
+            // Writing to a sink cannot fail.
+            let _ = hasher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(chunk);
+        };
+        match self.conn.options.chunk_size.filter(|c| *c > 0) {
+            None => {
+                let streamed = {
+                    let hasher = hasher.clone();
+                    chunks.inspect_ok(move |chunk| hash(&hasher, chunk))
+                };
+                location = self
+                    .patch_piece(&call, &location, Body::wrap_stream(streamed), None)
+                    .await?;
+            }
+            Some(chunk_size) => {
+                let mut chunks = chunks;
+                let mut offset = 0u64;
+                let mut buffer = BytesMut::new();
+                let mut ended = false;
+                while !ended {
+                    while (buffer.len() as u64) < chunk_size {
+                        match chunks.next().await {
+                            Some(chunk) => {
+                                buffer.extend_from_slice(&chunk.map_err(|source| Error::Io {
+                                    what: what.clone(),
+                                    source,
+                                })?)
+                            }
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        }
+                    }
+                    let take = buffer.len().min(chunk_size as usize);
+                    if take == 0 {
+                        break;
+                    }
+                    let piece = buffer.split_to(take).freeze();
+                    hash(&hasher, &piece);
+                    let len = piece.len() as u64;
+                    location = self
+                        .patch_piece(&call, &location, Body::from(piece), Some((offset, len)))
+                        .await?;
+                    offset += len;
+                }
+            }
+        }
+        // The registry accepted every byte, so the hasher saw them all (the body's clone of it
+        // may be dropped a moment later by the connection's task).
+        let (_, digest, size) = std::mem::replace(
+            &mut *hasher.lock().unwrap_or_else(|p| p.into_inner()),
+            HashingWriter::new(io::sink()),
+        )
+        .finish();
+        let url = with_digest(location, &digest);
+        let response = self
+            .conn
+            .send(&call, |http, _| {
+                Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(&what, response).await);
+        }
+        Ok((digest, size))
+    }
+
+    /// One `PATCH` of a streamed upload: the bytes from `range.0` (`range.1` of them) when the
+    /// range is given, else the whole stream. Returns where the upload continues.
+    async fn patch_piece(
+        &self,
+        call: &Call<'_>,
+        location: &Url,
+        body: Body,
+        range: Option<(u64, u64)>,
+    ) -> Result<Url> {
+        let body = std::sync::Mutex::new(Some(body));
+        let response = self
+            .conn
+            .exchange(
+                call,
+                &|http, _| {
+                    let mut request = http
+                        .patch(location.clone())
+                        .header(CONTENT_TYPE, OCTET_STREAM);
+                    if let Some((start, len)) = range {
+                        request = request
+                            .header(CONTENT_RANGE, format!("{start}-{}", start + len - 1))
+                            .header(CONTENT_LENGTH, len);
+                    }
+                    Ok(request.body(take_body(&body, call.what)?))
+                },
+                false,
+            )
+            .await?;
+        if response.status().as_u16() != 202 {
+            return Err(status_error(call.what, response).await);
+        }
+        location_of(&response, call.what)
     }
 
     /// Pushes several blobs, at most `max_concurrent_uploads` at a time, and returns their
