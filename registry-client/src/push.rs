@@ -132,8 +132,13 @@ struct Pusher<'a> {
 
 /// One blob to send.
 enum Outgoing {
-    /// A blob of the store, as it is.
-    Stored { digest: Digest, size: u64 },
+    /// A blob of the store, as it is: the manifest's own, or (`replaces` set) a stored blob of
+    /// the same diffID in the wanted compression that takes the layer's place.
+    Stored {
+        digest: Digest,
+        size: u64,
+        replaces: Option<Compression>,
+    },
     /// A layer recompressed on the way (its stored digest, and the diffID it must have).
     Recompressed {
         source: Digest,
@@ -233,7 +238,7 @@ impl Pusher<'_> {
         let progress = self.repo.conn.progress();
         for send in &sends {
             let (digest, size) = match send {
-                Outgoing::Stored { digest, size } => (digest.clone(), *size),
+                Outgoing::Stored { digest, size, .. } => (digest.clone(), *size),
                 Outgoing::Recompressed { source, .. } => (source.clone(), 0),
             };
             report(
@@ -249,6 +254,7 @@ impl Pusher<'_> {
         let config = Outgoing::Stored {
             digest: manifest.config().digest().clone(),
             size: manifest.config().size(),
+            replaces: None,
         };
         let known: Vec<Digest> = std::iter::once(&config)
             .chain(&sends)
@@ -277,17 +283,15 @@ impl Pusher<'_> {
             .try_collect()
             .await?;
 
-        let recompressed = sends
+        // The compression of each layer that is not the manifest's own blob.
+        let compressions: Vec<Option<Compression>> = sends
             .iter()
-            .any(|s| matches!(s, Outgoing::Recompressed { .. }));
-        let (bytes, media_type) = if recompressed || format != own {
-            let compressions: Vec<Option<Compression>> = sends
-                .iter()
-                .map(|s| match s {
-                    Outgoing::Recompressed { compression, .. } => Some(*compression),
-                    Outgoing::Stored { .. } => None,
-                })
-                .collect();
+            .map(|s| match s {
+                Outgoing::Recompressed { compression, .. } => Some(*compression),
+                Outgoing::Stored { replaces, .. } => *replaces,
+            })
+            .collect();
+        let (bytes, media_type) = if compressions.iter().any(Option::is_some) || format != own {
             let media_type = match format {
                 ManifestFormat::Oci => OCI_MANIFEST,
                 ManifestFormat::Docker => DOCKER_MANIFEST,
@@ -340,6 +344,7 @@ impl Pusher<'_> {
         let stored = |l: &Descriptor| Outgoing::Stored {
             digest: l.digest().clone(),
             size: l.size(),
+            replaces: None,
         };
         let Some(wanted) = self.options.compression else {
             return Ok(manifest.layers().iter().map(stored).collect());
@@ -385,6 +390,7 @@ impl Pusher<'_> {
                         Some(record) => Outgoing::Stored {
                             digest: record.digest,
                             size: record.size,
+                            replaces: Some(wanted),
                         },
                         None => Outgoing::Recompressed {
                             source: layer.digest().clone(),
@@ -406,7 +412,7 @@ impl Pusher<'_> {
         mount_from: Option<String>,
     ) -> Result<(Digest, u64)> {
         match send {
-            Outgoing::Stored { digest, size } => {
+            Outgoing::Stored { digest, size, .. } => {
                 let upload = BlobUpload {
                     digest: digest.clone(),
                     size: *size,
