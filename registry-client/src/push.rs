@@ -484,7 +484,7 @@ impl Pusher<'_> {
                     ProgressEvent::Retrying {
                         digest: source.clone(),
                         attempt: 1,
-                        reason: e.to_string(),
+                        reason: e.full_message(),
                     },
                 );
                 let upload = BlobUpload {
