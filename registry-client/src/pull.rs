@@ -233,19 +233,8 @@ async fn download_layer(
         );
         return Ok(());
     }
-    let size = layer.size();
-    let writer = {
-        let (store, lease, digest) = (store.clone(), lease.clone(), digest.clone());
-        blocking(format!("storing layer {digest}"), move || {
-            store.blob_writer_expecting(&lease, &digest, Some(size))
-        })
-        .await?
-    };
-    let writer = repo
-        .fetch_blob_into_blocking(&digest, Some(size), writer)
-        .await?;
-    blocking(format!("storing layer {digest}"), move || writer.commit()).await?;
-    Ok(())
+    repo.fetch_blob_into_store(store, lease, &digest, layer.size())
+        .await
 }
 
 /// Stores a small blob that must have `digest` (verified again as it is written).

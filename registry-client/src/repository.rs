@@ -9,7 +9,7 @@ use oci_spec::image::ImageManifest;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Body, Response};
 use strata_codec::{Digest, DigestMismatch, HashingWriter};
-use strata_store::Platform;
+use strata_store::{Lease, Platform, Store};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use url::Url;
@@ -25,6 +25,7 @@ use crate::manifest::{
 };
 use crate::names::{Reference, Repository};
 use crate::progress::{BlobOutcome, Direction, ProgressEvent};
+use crate::pull::blocking;
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -283,7 +284,7 @@ impl RepositoryClient {
         let digest = digest.clone();
         let task = tokio::spawn(async move {
             let mut sink = ChannelSink(tx.clone(), Ok);
-            if let Err(e) = this.download(&digest, size, &mut sink).await {
+            if let Err(e) = this.download(&digest, size, &mut sink, Check::Here).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -306,7 +307,8 @@ impl RepositoryClient {
         W: AsyncWrite + Unpin + Send,
     {
         use tokio::io::AsyncWriteExt;
-        self.download(digest, size, &mut WriterSink(writer)).await?;
+        self.download(digest, size, &mut WriterSink(writer), Check::Here)
+            .await?;
         writer.flush().await.map_err(|source| Error::Io {
             what: format!("writing blob {digest}"),
             source,
@@ -326,6 +328,44 @@ impl RepositoryClient {
     where
         W: Write + Send + 'static,
     {
+        self.download_into_blocking(digest, size, writer, Check::Here)
+            .await
+    }
+
+    /// Downloads a blob straight into `store`. The store's writer hashes the bytes as it writes
+    /// them and publishes the blob only when digest and size match
+    /// ([`Store::blob_writer_expecting`]), so the download does not hash them a second time. A
+    /// blob that does not match fails with [`Error::Store`] and leaves nothing in the store.
+    pub async fn fetch_blob_into_store(
+        &self,
+        store: &Store,
+        lease: &Lease,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let what = format!("GET blob {}@{digest}", self.repo);
+        let writer = blocking(what.clone(), {
+            let (store, lease, digest) = (store.clone(), lease.clone(), digest.clone());
+            move || store.blob_writer_expecting(&lease, &digest, Some(size))
+        })
+        .await?;
+        let writer = self
+            .download_into_blocking(digest, Some(size), writer, Check::InSink)
+            .await?;
+        blocking(what, move || writer.commit()).await?;
+        Ok(())
+    }
+
+    async fn download_into_blocking<W>(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        writer: W,
+        check: Check,
+    ) -> Result<W>
+    where
+        W: Write + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let writing = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
@@ -337,7 +377,7 @@ impl RepositoryClient {
         });
         let downloaded = {
             let mut sink = ChannelSink(tx, |b| b);
-            self.download(digest, size, &mut sink).await
+            self.download(digest, size, &mut sink, check).await
         };
         let written = writing.await.map_err(|e| Error::Io {
             what: format!("writing blob {digest}"),
@@ -362,18 +402,21 @@ impl RepositoryClient {
             });
         }
         let mut sink = BufferSink(BytesMut::new());
-        self.download(digest, Some(size), &mut sink).await?;
+        self.download(digest, Some(size), &mut sink, Check::Here)
+            .await?;
         Ok(sink.0.freeze())
     }
 
     /// The download loop: resumes with `Range` after a dropped connection (skipping what it
-    /// already has if the registry ignores the range), hashes everything, and holds the last
-    /// chunk back until the digest is checked.
+    /// already has if the registry ignores the range) and enforces the size. With
+    /// [`Check::Here`] it hashes everything and holds the last chunk back until the digest is
+    /// checked; with [`Check::InSink`] chunks go straight on and the sink checks the digest.
     async fn download(
         &self,
         digest: &Digest,
         size: Option<u64>,
         sink: &mut impl ChunkSink,
+        check: Check,
     ) -> Result<()> {
         ensure_sha256(digest)?;
         let image = format!("{}@{digest}", self.repo);
@@ -390,12 +433,13 @@ impl RepositoryClient {
             },
         );
         let mut state = DownloadState {
-            hasher: HashingWriter::new(io::sink()),
+            received: 0,
+            hasher: (check == Check::Here).then(|| HashingWriter::new(io::sink())),
             pending: None,
         };
         let mut retrier = self.conn.retrier(Some(digest));
         loop {
-            let before = state.hasher.len();
+            let before = state.received;
             match self
                 .download_attempt(&call, digest, size, &mut state, sink)
                 .await
@@ -405,25 +449,25 @@ impl RepositoryClient {
                 Err(AttemptError::Retry(e)) => {
                     // A long download on a flaky link may break often; only breaks without
                     // progress in between use up tries.
-                    if state.hasher.len() > before {
+                    if state.received > before {
                         retrier.reset();
                     }
                     retrier.pause(e, None).await?
                 }
             }
         }
-        let (_, actual, len) = state.hasher.finish();
-        if let Some(expected_len) = size.filter(|s| *s != len) {
+        if let Some(expected_len) = size.filter(|s| *s != state.received) {
             return Err(Error::Corrupt {
                 what,
                 source: DigestMismatch::Size {
                     expected: digest.clone(),
                     expected_len,
-                    actual_len: len,
+                    actual_len: state.received,
                 },
             });
         }
-        if actual != *digest {
+        let actual = state.hasher.take().map(|h| h.finish().1);
+        if let Some(actual) = actual.filter(|a| a != digest) {
             return Err(Error::Corrupt {
                 what,
                 source: DigestMismatch::Digest {
@@ -456,7 +500,7 @@ impl RepositoryClient {
         state: &mut DownloadState,
         sink: &mut impl ChunkSink,
     ) -> std::result::Result<(), AttemptError> {
-        let offset = state.hasher.len();
+        let offset = state.received;
         let tail = format!("blobs/{digest}");
         let response = self
             .conn
@@ -504,7 +548,7 @@ impl RepositoryClient {
             if chunk.is_empty() {
                 continue;
             }
-            let len = state.hasher.len() + chunk.len() as u64;
+            let len = state.received + chunk.len() as u64;
             if let Some(expected_len) = size.filter(|s| len > *s) {
                 return Err(AttemptError::Final(Error::Corrupt {
                     what: call.what.to_string(),
@@ -515,10 +559,17 @@ impl RepositoryClient {
                     },
                 }));
             }
-            // Writing to a sink cannot fail.
-            let _ = state.hasher.write_all(&chunk);
-            if let Some(previous) = state.pending.replace(chunk) {
-                sink.accept(previous).await.map_err(|source| {
+            state.received = len;
+            let ready = match &mut state.hasher {
+                Some(hasher) => {
+                    // Writing to a sink cannot fail.
+                    let _ = hasher.write_all(&chunk);
+                    state.pending.replace(chunk)
+                }
+                None => Some(chunk),
+            };
+            if let Some(ready) = ready {
+                sink.accept(ready).await.map_err(|source| {
                     AttemptError::Final(Error::Io {
                         what: call.what.to_string(),
                         source,
@@ -984,8 +1035,20 @@ impl RepositoryClient {
     }
 }
 
+/// Where a download's digest is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// By the download: chunks are hashed, the last one held back until the digest matched.
+    Here,
+    /// By the sink (a store blob writer that publishes nothing that does not match).
+    InSink,
+}
+
 struct DownloadState {
-    hasher: HashingWriter<io::Sink>,
+    /// Bytes of the blob received so far (where a resumed request starts).
+    received: u64,
+    hasher: Option<HashingWriter<io::Sink>>,
+    /// The newest chunk, held back until the digest matched ([`Check::Here`]).
     pending: Option<Bytes>,
 }
 
