@@ -93,7 +93,10 @@ pub async fn pull_image(
     let diff_ids = diff_ids(&config, image.layers().len(), reference)?;
 
     let limit = client.config().max_concurrent_downloads.max(1);
-    futures::stream::iter(image.layers())
+    // A blob listed twice (empty layers, say) is downloaded once.
+    let mut seen = std::collections::HashSet::new();
+    let unique = image.layers().iter().filter(|l| seen.insert(l.digest()));
+    futures::stream::iter(unique)
         .map(|layer| download_layer(store, &repo, &lease, layer))
         .buffer_unordered(limit)
         .try_collect::<Vec<()>>()

@@ -215,10 +215,7 @@ async fn index_with_two_platforms() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::NoMatchingPlatform { .. }), "{msg}");
-    assert!(
-        msg.contains("linux/amd64, linux/arm64"),
-        "{msg}"
-    );
+    assert!(msg.contains("linux/amd64, linux/arm64"), "{msg}");
 
     // The client pushes an index itself: images first, then the index, which skopeo reads back.
     let own = repo(&client, &host, "own-multi");

@@ -40,9 +40,9 @@ pub fn run(args: PullArgs) -> anyhow::Result<ExitCode> {
     }
     let wanted = name.digest().or(name.tag()).unwrap_or("latest");
     progress.println(&format!("{wanted}: Pulling from {}", name.path()));
-    let pulled = registry::runtime()?
-        .block_on(pull_image(&store, &client, &name, &platform))
-        .with_context(|| format!("pulling {}", name.familiar_string()))?;
+    let pulled = registry::runtime()?.block_on(pull_image(&store, &client, &name, &platform));
+    progress.done();
+    let pulled = pulled.with_context(|| format!("pulling {}", name.familiar_string()))?;
     progress.println(&format!("Digest: {}", pulled.digest));
     let status = if pulled.updated {
         "Downloaded newer image for"

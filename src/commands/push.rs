@@ -65,9 +65,10 @@ pub fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
         destination.without_tag_or_digest()
     ));
     let source = destination.to_string();
-    let pushed = registry::runtime()?
-        .block_on(push_image(&store, &client, &source, &destination, &options))
-        .with_context(|| format!("pushing {}", destination.familiar_string()))?;
+    let pushed =
+        registry::runtime()?.block_on(push_image(&store, &client, &source, &destination, &options));
+    progress.done();
+    let pushed = pushed.with_context(|| format!("pushing {}", destination.familiar_string()))?;
     progress.println(&format!(
         "{}: digest: {} size: {}",
         pushed.tag, pushed.digest, pushed.size

@@ -73,6 +73,8 @@ pub struct Progress {
     mode: Mode,
     multi: MultiProgress,
     layers: Mutex<HashMap<Digest, (ProgressBar, Direction)>>,
+    /// Set once the transfer is over: later lines go below the bars, plainly.
+    done: AtomicBool,
 }
 
 impl Progress {
@@ -85,6 +87,7 @@ impl Progress {
             mode,
             multi: MultiProgress::with_draw_target(target),
             layers: Mutex::new(HashMap::new()),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -97,17 +100,31 @@ impl Progress {
         Some(Arc::new(move |event: &ProgressEvent| this.on_event(event)))
     }
 
-    /// Prints a line above the bars (or plainly).
+    /// Prints a line: above the bars while they run, else plainly.
     pub fn println(&self, line: &str) {
         match self.mode {
-            Mode::Bars => {
+            Mode::Bars if !self.done.load(Ordering::Relaxed) => {
                 let _ = self.multi.println(line);
             }
-            Mode::Lines => {
+            Mode::Bars | Mode::Lines => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
             }
             Mode::Quiet => {}
+        }
+    }
+
+    /// Ends the bars where they stand (their last state stays on the screen); lines printed
+    /// afterwards go below them.
+    pub fn done(&self) {
+        if self.mode == Mode::Bars && !self.done.swap(true, Ordering::Relaxed) {
+            let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+            for (bar, _) in layers.values() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+            self.multi.set_draw_target(ProgressDrawTarget::hidden());
         }
     }
 
