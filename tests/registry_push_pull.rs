@@ -227,7 +227,10 @@ fn write_index_layout(
         json!({"schemaVersion": 2, "manifests": [{
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "digest": digest.to_string(), "size": index.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            "annotations": {
+                "org.opencontainers.image.ref.name": "multi",
+                "io.containerd.image.name": "localhost/multi:1",
+            },
         }]})
         .to_string(),
     )
@@ -343,4 +346,92 @@ fn pulls_images_skopeo_pushed_and_runs_them() {
         "{err}"
     );
     registry_support::store_support::check_consistent(&strata.root());
+}
+
+#[test]
+fn pushes_an_index_with_each_platform_and_converts_it() {
+    let registry = Registry::start(Auth::None, None);
+    let host = registry.host();
+    let strata = Strata::new();
+    let host_platform = Platform::host();
+    let other = other_platform();
+    strata.import_busybox("localhost/src:host", &host_platform.to_string());
+    strata.import_busybox("localhost/src:other", &other.to_string());
+    let layout = tempfile::tempdir().unwrap();
+    let index_digest = write_index_layout(
+        &strata,
+        &[
+            ("localhost/src:host", &host_platform),
+            ("localhost/src:other", &other),
+        ],
+        layout.path(),
+    );
+    let archive = layout.path().join("multi.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(layout.path())
+        .args(["oci-layout", "index.json", "blobs"]));
+    strata.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let target = format!("{host}/multi:1");
+    strata.ok(&["tag", "localhost/multi:1", &target]);
+
+    // As stored: the same index and manifests, each platform's manifest pushed by digest.
+    let out = strata.ok(&["push", &target]);
+    assert_eq!(printed_digest(&out), index_digest.to_string());
+    let index = json_of(&raw_manifest(&target));
+    assert_eq!(sha256_digest(&raw_manifest(&target)), index_digest);
+    for entry in index["manifests"].as_array().unwrap() {
+        let by_digest = format!("{host}/multi@{}", entry["digest"].as_str().unwrap());
+        assert_eq!(
+            sha256_digest(&raw_manifest(&by_digest)).to_string(),
+            entry["digest"]
+        );
+    }
+
+    // As Docker's: a manifest list over Docker manifests, platforms kept, another digest.
+    let docker = format!("{host}/multi:docker");
+    strata.ok(&["tag", "localhost/multi:1", &docker]);
+    let out = strata.ok(&["push", "--format", "docker", &docker]);
+    let raw = raw_manifest(&docker);
+    assert_eq!(printed_digest(&out), sha256_digest(&raw).to_string());
+    let list = json_of(&raw);
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let platforms: Vec<&Value> = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["platform"]["architecture"])
+        .collect();
+    assert_eq!(
+        platforms,
+        [
+            &Value::from(host_platform.architecture.clone()),
+            &Value::from(other.architecture.clone())
+        ]
+    );
+    for entry in list["manifests"].as_array().unwrap() {
+        assert_eq!(
+            entry["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        let child = raw_manifest(&format!(
+            "{host}/multi@{}",
+            entry["digest"].as_str().unwrap()
+        ));
+        assert_eq!(
+            json_of(&child)["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+    }
+    // skopeo copies the whole list back.
+    let back = tempfile::tempdir().unwrap();
+    run(skopeo()
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{docker}"))
+        .arg(format!("oci:{}:back", back.path().display())));
 }
