@@ -292,33 +292,11 @@ impl Pusher<'_> {
             })
             .collect();
         let (bytes, media_type) = if compressions.iter().any(Option::is_some) || format != own {
-            let media_type = match format {
-                ManifestFormat::Oci => OCI_MANIFEST,
-                ManifestFormat::Docker => DOCKER_MANIFEST,
-            };
-            document["mediaType"] = Value::from(media_type);
-            let config_type = document["config"]["mediaType"]
-                .as_str()
-                .map(|t| convert_media_type(t, format));
-            if let Some(t) = config_type {
-                document["config"]["mediaType"] = Value::from(t);
-            }
-            for (i, ((digest, size), compression)) in sent[1..].iter().zip(compressions).enumerate()
-            {
-                let layer = &mut document["layers"][i];
-                let stored_type = layer["mediaType"].as_str().unwrap_or_default().to_string();
-                let new_type = match compression {
-                    Some(c) => layer_media_type(c, format),
-                    None => convert_media_type(&stored_type, format),
-                };
-                layer["mediaType"] = Value::from(new_type);
-                layer["digest"] = Value::from(digest.to_string());
-                layer["size"] = Value::from(*size);
-            }
-            if format == ManifestFormat::Docker {
-                strip_oci_only_fields(&mut document);
-            }
-            (canonical(&document)?, media_type.to_string())
+            rewrite_manifest(&mut document, format, &sent[1..], &compressions);
+            (
+                canonical(&document)?,
+                manifest_media_type(format).to_string(),
+            )
         } else {
             (bytes, descriptor.media_type().to_string())
         };
@@ -634,6 +612,40 @@ impl Drop for Tee {
         if let Some(upload) = self.upload.take() {
             let _ = upload.blocking_send(Err(io::Error::other("recompressing the layer failed")));
         }
+    }
+}
+
+/// Rewrites a manifest for `format`, with each layer's blob as sent: `sent` gives digest and
+/// size per layer, `compressions` the compression of those that replaced the stored blob.
+fn rewrite_manifest(
+    document: &mut Value,
+    format: ManifestFormat,
+    sent: &[(Digest, u64)],
+    compressions: &[Option<Compression>],
+) {
+    document["mediaType"] = Value::from(manifest_media_type(format));
+    if let Some(t) = document["config"]["mediaType"].as_str() {
+        document["config"]["mediaType"] = Value::from(convert_media_type(t, format));
+    }
+    for (i, ((digest, size), compression)) in sent.iter().zip(compressions).enumerate() {
+        let layer = &mut document["layers"][i];
+        let new_type = match compression {
+            Some(c) => layer_media_type(*c, format),
+            None => convert_media_type(layer["mediaType"].as_str().unwrap_or_default(), format),
+        };
+        layer["mediaType"] = Value::from(new_type);
+        layer["digest"] = Value::from(digest.to_string());
+        layer["size"] = Value::from(*size);
+    }
+    if format == ManifestFormat::Docker {
+        strip_oci_only_fields(document);
+    }
+}
+
+fn manifest_media_type(format: ManifestFormat) -> &'static str {
+    match format {
+        ManifestFormat::Oci => OCI_MANIFEST,
+        ManifestFormat::Docker => DOCKER_MANIFEST,
     }
 }
 
