@@ -9,7 +9,7 @@ use base64::Engine;
 use registry_support::common::faults::{Fault, FaultProxy, Rule};
 use registry_support::common::{Auth, Registry, run};
 use registry_support::store_support::check_consistent;
-use registry_support::{Strata, raw_manifest, skopeo};
+use registry_support::{Strata, raw_manifest, requests_since, skopeo};
 use strata_store::Platform;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -120,6 +120,28 @@ fn pushes_through_faults_and_in_chunks() {
         .args(["copy", "--src-tls-verify=false"])
         .arg(format!("docker://{direct}"))
         .arg(format!("oci:{}:v1", copy.path().display())));
+
+    // A recompressed layer streams up in chunks too (its digest is known only at the end).
+    let zstd = format!("{}/chunked:zstd", chunked_proxy.host());
+    strata.ok(&["tag", &chunked, &zstd]);
+    let before = registry.requests().len();
+    let out = strata.ok(&["push", "--compression", "zstd", &zstd]);
+    // Streamed, not pushed again from the store after a failed stream.
+    assert!(out.contains(": Pushed") && !out.contains("Retrying"), "{out}");
+    let requests = requests_since(&registry, before);
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("PATCH /v2/chunked/blobs/uploads/"))
+            .count()
+            > 1,
+        "{requests:?}"
+    );
+    let zstd_copy = tempfile::tempdir().unwrap();
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/chunked:zstd", registry.host()))
+        .arg(format!("oci:{}:zstd", zstd_copy.path().display())));
 
     // Monolithic, with a 503 on HEAD, the upload's body cut, a 429 on the manifest.
     let faulty = format!("{}/faulty:v1", proxy.host());
