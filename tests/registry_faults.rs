@@ -127,7 +127,10 @@ fn pushes_through_faults_and_in_chunks() {
     let before = registry.requests().len();
     let out = strata.ok(&["push", "--compression", "zstd", &zstd]);
     // Streamed, not pushed again from the store after a failed stream.
-    assert!(out.contains(": Pushed") && !out.contains("Retrying"), "{out}");
+    assert!(
+        out.contains(": Pushed") && !out.contains("Retrying"),
+        "{out}"
+    );
     let requests = requests_since(&registry, before);
     assert!(
         requests
