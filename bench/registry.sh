@@ -36,6 +36,7 @@ if ! STRATA_ROOT=$src "$strata" inspect "$name" >/dev/null 2>&1; then
     tar -C "$data/tars/$part" -cf "$data/tars/$part.tar" data
     rm -r "$data/tars/${part:?}"
     STRATA_ROOT=$src "$strata" import "$data/tars/$part.tar" "bench/$part" >/dev/null
+    rm "$data/tars/$part.tar"
   done
   STRATA_ROOT=$src "$strata" save --format oci -o "$data/parts.tar" \
     bench/random-1 bench/random-2 bench/zeros-1 bench/zeros-2
