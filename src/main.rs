@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// Never contact a registry that is not on this machine's loopback (also STRATA_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +73,10 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
+    /// Download an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::push::PushArgs),
     /// Log in to a registry (credentials are checked, then saved with mode 0600).
     Login(commands::login::LoginArgs),
     /// Forget the saved credentials for a registry.
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
         strata_containers::monitor::monitor_main();
     }
     let cli = Cli::parse();
+    commands::registry::set_offline(cli.offline);
     let result = match cli.command {
         Command::Version => commands::version::run(),
         Command::Import(args) => commands::import::run(args),
@@ -121,6 +129,8 @@ fn main() -> ExitCode {
         Command::Commit(args) => commands::commit::run(args),
         Command::Cp(args) => commands::cp::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
+        Command::Pull(args) => commands::pull::run(args),
+        Command::Push(args) => commands::push::run(args),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
         Command::Debug(cmd) => commands::debug::run(cmd),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use strata_registry_client::{Client, ClientConfig, Credential, Registry, login_file};
+use strata_registry_client::{Credential, Registry, login_file};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -74,7 +74,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
         username: username.clone(),
         password: password.clone(),
     };
-    let client = Client::new(ClientConfig::from_env()?);
+    let client = super::registry::client(None)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

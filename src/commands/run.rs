@@ -141,16 +141,14 @@ pub struct RunArgs {
     create: CreateArgs,
 }
 
-/// The image to run, from the store.
-///
-/// The pull hook: when `strata pull` lands, an image missing from the store is pulled here
-/// (this is the one place that decides it), as `docker run` pulls.
+/// The image to run: from the store, else pulled, as `docker run` does (under `--offline` the
+/// pull fails naming the image).
 pub fn image_for_run(store: &Store, reference: &str) -> anyhow::Result<Image> {
     match store.resolve_for(reference, &Platform::host()) {
         Ok(image) => Ok(image),
-        Err(StoreError::ImageNotFound(_)) => bail!(
-            "Unable to find image '{reference}' locally: get it first with `strata pull {reference}` (or `strata load`, `strata import`)"
-        ),
+        Err(StoreError::ImageNotFound(_)) => {
+            super::pull::pull_missing(store, reference, &Platform::host())
+        }
         Err(e) => Err(e).with_context(|| format!("image {reference}")),
     }
 }
