@@ -495,6 +495,17 @@ pub(crate) fn resolve_base(df: &Dockerfile, stage: usize, expanded: &str) -> Bas
     }
 }
 
+/// BuildKit's dispatch-time check that the stages `stage` copies or mounts from come before it.
+pub(crate) fn check_sources_defined_before(df: &Dockerfile, stage: usize) -> Result<(), Error> {
+    let edges = stage_edges(df, stage)?;
+    for e in &edges {
+        if let SourceRef::Stage(s) = e.to {
+            forward_reference(df, stage, s, e)?;
+        }
+    }
+    Ok(())
+}
+
 fn forward_reference(df: &Dockerfile, stage: usize, source: usize, e: &Edge) -> Result<(), Error> {
     if source < stage {
         return Ok(());
