@@ -1,5 +1,6 @@
 //! One module per command (or group of commands).
 
+pub mod build;
 pub mod debug;
 pub mod history;
 pub mod image_output;
