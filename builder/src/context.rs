@@ -219,9 +219,9 @@ impl Context {
 
     /// Walks one directory; returns whether anything in it was kept.
     fn walk_dir(&mut self, rel: &str, host: &Path, matcher: &Matcher) -> Result<bool> {
-        let err = |source| BuildError::Context {
+        let err = |error| BuildError::Context {
             path: host.to_path_buf(),
-            source,
+            error,
         };
         let mut names: Vec<std::ffi::OsString> = fs::read_dir(host)
             .map_err(err)?
@@ -234,19 +234,19 @@ impl Context {
             let Some(name_str) = name.to_str() else {
                 return Err(BuildError::Context {
                     path: host.join(&name),
-                    source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
+                    error: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
                 });
             };
             let child_rel = join(rel, name_str);
             let child_host = host.join(&name);
-            let meta = fs::symlink_metadata(&child_host).map_err(|source| BuildError::Context {
+            let meta = fs::symlink_metadata(&child_host).map_err(|error| BuildError::Context {
                 path: child_host.clone(),
-                source,
+                error,
             })?;
             let kind = Kind::of(meta.file_type());
             let pattern_err = |e: strata_frontend::Error| BuildError::Context {
                 path: root_file(&self.root),
-                source: io::Error::new(io::ErrorKind::InvalidInput, e.message().to_string()),
+                error: io::Error::new(io::ErrorKind::InvalidInput, e.message().to_string()),
             };
             if kind == Kind::Dir {
                 match matcher.decide_dir(&child_rel).map_err(pattern_err)? {
@@ -272,9 +272,9 @@ impl Context {
                 continue;
             }
             let link = if kind == Kind::Symlink {
-                let target = fs::read_link(&child_host).map_err(|source| BuildError::Context {
+                let target = fs::read_link(&child_host).map_err(|error| BuildError::Context {
                     path: child_host.clone(),
-                    source,
+                    error,
                 })?;
                 Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned())
             } else {
@@ -405,9 +405,9 @@ impl Context {
 
     fn hash_one(&self, rel: &str) -> Result<()> {
         let path = self.host_path(rel);
-        let err = |source| BuildError::Context {
+        let err = |error| BuildError::Context {
             path: path.clone(),
-            source,
+            error,
         };
         let mut file = File::open(&path).map_err(err)?;
         let mut w = HashingWriter::new(io::sink());

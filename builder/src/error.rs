@@ -3,13 +3,14 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything a build can fail with. The messages are meant for the user as they are.
+/// Everything a build can fail with. The messages are meant for the user as they are and
+/// include their causes (no variant has an error `source` that would repeat them).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The Dockerfile does not parse, plan or evaluate; [`strata_frontend::Error::render`] shows
     /// the file, line and column.
     #[error("{}", .0.render())]
-    Dockerfile(#[from] strata_frontend::Error),
+    Dockerfile(strata_frontend::Error),
     /// A base or `COPY --from` image that is neither in the store nor obtainable.
     #[error("{0}")]
     ImageNotFound(String),
@@ -29,28 +30,26 @@ pub enum BuildError {
         output: Vec<String>,
     },
     /// The build context cannot be read.
-    #[error("build context {path}: {source}")]
-    Context {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("store: {0}")]
+    #[error("build context {path}: {error}")]
+    Context { path: PathBuf, error: io::Error },
+    #[error(transparent)]
     Store(#[from] strata_store::StoreError),
-    #[error("snapshots: {0}")]
+    #[error(transparent)]
     Snapshot(#[from] strata_snapshotter::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
     /// Something a later issue brings (cache mounts, ADD from a URL...).
     #[error("{0} is not supported yet")]
     Unsupported(String),
     /// Another thread of the same build failed first; this one stopped.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<strata_frontend::Error> for BuildError {
+    fn from(e: strata_frontend::Error) -> Self {
+        BuildError::Dockerfile(e)
+    }
 }
 
 fn output_tail(lines: &[String]) -> String {
@@ -75,9 +74,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| BuildError::Io {
+        self.map_err(|error| BuildError::Io {
             context: context(),
-            source,
+            error,
         })
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn run(
     let user = strata_runtime::user::resolve_user(rs.rootfs, rs.user).map_err(|e| {
         crate::error::BuildError::Io {
             context: format!("resolving USER {:?}", rs.user),
-            source: std::io::Error::other(e.to_string()),
+            error: std::io::Error::other(e.to_string()),
         }
     })?;
     let mut spec = spec::default_spec(rs.rootfs, rs.args.clone());
@@ -135,7 +135,7 @@ pub(crate) fn run(
     });
     let exit = container.wait().map_err(|e| crate::error::BuildError::Io {
         context: "waiting for the step's process".into(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })?;
     let tail: Vec<String> = tail.into_inner().unwrap_or_else(|e| e.into_inner()).into();
     let status = match (&exit.exec_error, exit.status.signal, exit.oom_killed) {

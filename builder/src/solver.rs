@@ -894,14 +894,14 @@ fn load_context(b: &Builder, req: &BuildRequest) -> Result<Context> {
     let Some(dir) = &req.context else {
         return Ok(Context::empty());
     };
-    let root = fs::canonicalize(dir).map_err(|source| BuildError::Context {
+    let root = fs::canonicalize(dir).map_err(|error| BuildError::Context {
         path: dir.clone(),
-        source,
+        error,
     })?;
     if !root.is_dir() {
         return Err(BuildError::Context {
             path: dir.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
     let mut candidates: Vec<PathBuf> = Vec::new();
