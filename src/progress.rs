@@ -51,7 +51,9 @@ struct State {
 impl Renderer {
     pub fn new(mode: ProgressMode) -> Renderer {
         let mode = mode.resolve();
-        let multi = (mode == ProgressMode::Tty)
+        // Live lines only where they can be drawn; `--progress tty` elsewhere prints the same
+        // lines without the spinners.
+        let multi = (mode == ProgressMode::Tty && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Renderer {
             mode,
