@@ -187,6 +187,7 @@ impl Renderer {
                     s.line(&format!("#{id} {t:.3} {line}"));
                 }
             }
+            Event::Note { id, message } => s.line(&format!("#{id} {message}")),
             Event::Done { id, duration_ms } => {
                 if let Some(bar) = s.bars.remove(&id) {
                     bar.finish_and_clear();

@@ -306,3 +306,66 @@ fn plain_progress_numbers_steps_and_says_why_each_one_ran() {
         "{quiet}{quiet_err}"
     );
 }
+
+#[test]
+fn a_copy_redone_from_its_previous_result_equals_a_fresh_one() {
+    let root = Root::with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    write(
+        c,
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /app/tree/keep && echo base > /app/tree/keep/base\nCOPY tree /app/tree\nRUN find /app/tree | sort > /listing\n",
+    );
+    for i in 0..50 {
+        write(c, &format!("tree/d{}/f{i}", i % 5), &format!("{i}\n"));
+    }
+    write(c, "tree/gone/old", "old\n");
+    write(c, "tree/typechange", "file\n");
+    let dir = c.to_str().unwrap();
+    ok(&root.build_json(&["-t", "inc:first", dir]));
+
+    // Edit, add, remove, change a mode, turn a file into a directory.
+    write(c, "tree/d1/f1", "edited\n");
+    write(c, "tree/d9/new", "new\n");
+    fs::remove_dir_all(c.join("tree/gone")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(c.join("tree/d2/f2"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(c.join("tree/typechange")).unwrap();
+    write(c, "tree/typechange/inside", "now a directory\n");
+    let edited = ok(&root.build_json(&["-t", "inc:edited", dir]));
+    let r = reason_of(&edited, "COPY tree");
+    assert_eq!(r["kind"], "files");
+    assert_eq!(r["count"], 8, "{r}");
+    let note = edited
+        .iter()
+        .find(|e| e["event"] == "note")
+        .expect("an incremental copy");
+    assert_eq!(
+        note["message"],
+        "copying 6 changed and removing 2 removed entries over the previous result"
+    );
+    let fresh = ok(&root.build_json(&["--no-cache", "-t", "inc:fresh", dir]));
+    assert_eq!(image_id(&fresh).len(), 71);
+    let store = root.store();
+    let (a, b) = (
+        build_support::describe(&store, "inc:edited"),
+        build_support::describe(&store, "inc:fresh"),
+    );
+    assert_eq!(a["filesystem"], b["filesystem"]);
+    // The previous image is untouched by the clone.
+    let first = build_support::describe(&store, "inc:first");
+    let content = |d: &Value, p: &str| {
+        d["filesystem"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == p)
+            .map(|e| e["sha256"].clone())
+    };
+    assert_ne!(
+        content(&first, "/app/tree/d1/f1"),
+        content(&a, "/app/tree/d1/f1")
+    );
+    assert!(content(&first, "/app/tree/gone/old").is_some());
+}

@@ -78,6 +78,10 @@ pub(crate) struct StepRecord {
     /// The instruction as written, to show what it was.
     pub text: String,
     pub inputs: StepInputs,
+    /// For a COPY from the context: one line per selected entry (path, type, mode, content
+    /// hash, link target), to name the files that change and to redo only them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest: Vec<String>,
 }
 
 /// What the cache knows about a planned build, read in one transaction.
@@ -109,6 +113,11 @@ pub(crate) fn read_stat_cache(store: &Store, context: &str) -> Result<StatCache>
             None => StatCache::default(),
         })
     })?)
+}
+
+/// Reads the results of `keys`.
+pub(crate) fn results(store: &Store, keys: &[&str]) -> Result<HashMap<String, CacheRecord>> {
+    Ok(lookup(store, keys, &[])?.results)
 }
 
 /// Reads the results of `keys` and the records of `identities`.

@@ -68,6 +68,8 @@ pub(crate) struct Entry {
     /// Permission bits with setuid/setgid/sticky.
     pub mode: u32,
     pub rdev: u64,
+    /// Hard links to the file.
+    pub nlink: u64,
     /// A symlink's target.
     pub link: Option<String>,
     stat: StatKey,
@@ -295,6 +297,7 @@ impl Context {
                 kind,
                 mode: meta.mode() & 0o7777,
                 rdev: meta.rdev(),
+                nlink: meta.nlink(),
                 link,
                 stat: StatKey::of(meta),
                 hash: OnceLock::new(),

@@ -14,7 +14,7 @@
 //! Where BuildKit fails (a directory onto a non-directory: "cannot copy to non-directory") this
 //! replaces the non-directory, as Docker's classic builder and Buildah do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -37,6 +37,9 @@ pub(crate) struct CopyOptions<'a> {
     pub chmod: Option<u32>,
     /// ADD: unpack archives, by way of this empty scratch directory.
     pub unpack_into: Option<&'a Path>,
+    /// Redo only these source paths (changed, removed): the destination already holds the
+    /// previous copy of everything else.
+    pub only: Option<(&'a HashSet<String>, &'a HashSet<String>)>,
 }
 
 /// Whether `dest` names a directory by its spelling (BuildKit adds a trailing `/` for these).
@@ -111,6 +114,13 @@ impl Copier<'_, '_> {
         target: &Path,
         overwrite_metadata: bool,
     ) -> io::Result<()> {
+        let unchanged = self
+            .options
+            .only
+            .is_some_and(|(changed, _)| !changed.contains(rel));
+        if unchanged && entry.kind != Kind::Dir {
+            return Ok(());
+        }
         let existing = fs::symlink_metadata(target).ok();
         let mut set_info = true;
         match entry.kind {
@@ -134,7 +144,15 @@ impl Copier<'_, '_> {
                     };
                     self.copy(&child, &e, &target.join(&name), true)?;
                 }
-                if !overwrite_metadata {
+                if let Some((_, removed)) = self.options.only {
+                    for gone in removed {
+                        let (dir, name) = gone.rsplit_once('/').unwrap_or(("", gone.as_str()));
+                        if dir == rel {
+                            remove_any(&target.join(name))?;
+                        }
+                    }
+                }
+                if !overwrite_metadata || (unchanged && !created) {
                     set_info = created;
                 }
             }
@@ -241,6 +259,7 @@ fn unpack(
         chown: None,
         chmod: None,
         unpack_into: None,
+        only: None,
     };
     let mut copier = Copier {
         src: &src,
@@ -252,6 +271,69 @@ fn unpack(
             copier.copy(&name, &entry, &target.join(&name), true)?;
         }
     }
+    Ok(())
+}
+
+/// Makes `dst` (an existing, empty directory) a copy of the tree `src` that shares its files:
+/// directories, symlinks and special files (overlay whiteouts included) are recreated with their
+/// owners, modes, times and every extended attribute; regular files are hard-linked. For
+/// read-only trees only (committed snapshots), as nothing may write to a shared file.
+pub(crate) fn clone_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let (s, d) = (entry.path(), dst.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&s)?;
+        let kind = Kind::of(meta.file_type());
+        match kind {
+            Kind::File => {
+                fs::hard_link(&s, &d)?;
+                continue;
+            }
+            Kind::Dir => {
+                fs::create_dir(&d)?;
+                clone_tree(&s, &d)?;
+            }
+            Kind::Symlink => std::os::unix::fs::symlink(fs::read_link(&s)?, &d)?,
+            Kind::Fifo | Kind::Char | Kind::Block => {
+                let ft = match kind {
+                    Kind::Fifo => FileType::Fifo,
+                    Kind::Char => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
+                };
+                rustix::fs::mknodat(CWD, &d, ft, Mode::from_raw_mode(meta.mode()), meta.rdev())?;
+            }
+            Kind::Socket => continue,
+        }
+        clone_metadata(&s, &d, &meta)?;
+    }
+    clone_metadata(src, dst, &fs::symlink_metadata(src)?)
+}
+
+fn clone_metadata(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    lchown(dst, meta.uid(), meta.gid())?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    if let Ok(names) = xattr::list(src) {
+        for name in names {
+            if let Ok(Some(value)) = xattr::get(src, &name) {
+                xattr::set(dst, &name, &value)?;
+            }
+        }
+    }
+    let t = |s: i64, ns: i64| Timespec {
+        tv_sec: s,
+        tv_nsec: ns,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        dst,
+        &Timestamps {
+            last_access: t(meta.atime(), meta.atime_nsec()),
+            last_modification: t(meta.mtime(), meta.mtime_nsec()),
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
     Ok(())
 }
 

@@ -76,6 +76,8 @@ pub enum Event {
         stream: Stream,
         line: String,
     },
+    /// Something about how the step is done (a COPY redone from its previous result).
+    Note { id: usize, message: String },
     /// The step finished.
     Done { id: usize, duration_ms: u64 },
     /// The step failed.

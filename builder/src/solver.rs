@@ -84,9 +84,21 @@ struct PStep {
     /// Context files it copies (to name the changed ones).
     context_files: Vec<String>,
     context_roots: Vec<String>,
+    /// For a COPY from the context: one line per selected entry (see [`StepRecord::manifest`]).
+    manifest: Vec<String>,
     cached: Option<CacheRecord>,
     reason: Option<MissReason>,
     recorded_key: Option<String>,
+    /// How to redo only what changed since the last build of this step, when that is possible.
+    incremental: Option<Incremental>,
+}
+
+/// A COPY from the context whose previous result (same parent, same instruction) differs only
+/// in some files: its snapshot is cloned with hard links and only those files are copied again.
+struct Incremental {
+    previous: Layer,
+    changed: HashSet<String>,
+    removed: HashSet<String>,
 }
 
 enum BaseLayers {
@@ -560,6 +572,7 @@ impl Planner<'_> {
         };
         let mut context_files = Vec::new();
         let mut context_roots = Vec::new();
+        let mut manifest = Vec::new();
         let step_error = |message: String| BuildError::Step {
             step: info.name.clone(),
             message,
@@ -674,11 +687,12 @@ impl Planner<'_> {
                     .collect();
                 let copy_from = match &from {
                     None => {
-                        let (digest, files, roots) = self
+                        let (digest, files, roots, lines) = self
                             .select_context(&sources, inline.is_empty())
                             .map_err(step_error)?;
                         context_files = files;
                         context_roots = roots;
+                        manifest = lines;
                         inputs.sources.push(("context".into(), digest));
                         CopyFrom::Context
                     }
@@ -741,21 +755,24 @@ impl Planner<'_> {
             identity,
             context_files,
             context_roots,
+            manifest,
             cached: None,
             reason: None,
             recorded_key: None,
+            incremental: None,
         })
     }
 
     /// What a COPY from the context selects, hashed: every matched path, and for each the
     /// relative path, type, mode, content hash and link target of it and everything below it.
-    /// Returns (digest, files read, matched roots). Fails when a source is missing (or when
-    /// nothing at all matched and `need_match`).
+    /// Returns (digest, files read, matched roots, the hashed lines). Fails when a source is
+    /// missing (or when nothing at all matched and `need_match`).
+    #[allow(clippy::type_complexity)]
     fn select_context(
         &mut self,
         sources: &[String],
         need_match: bool,
-    ) -> std::result::Result<(String, Vec<String>, Vec<String>), String> {
+    ) -> std::result::Result<(String, Vec<String>, Vec<String>, Vec<String>), String> {
         let threads = self.b.jobs.max(2);
         let ctx = self.context().map_err(|e| e.to_string())?;
         let view = SourceRoot::Context(ctx);
@@ -826,7 +843,7 @@ impl Planner<'_> {
         }
         let digest = strata_codec::sha256_digest(lines.join("\n").as_bytes()).to_string();
         let roots = selected.into_iter().map(|(_, _, r)| r).collect();
-        Ok((digest, files, roots))
+        Ok((digest, files, roots, lines))
     }
 }
 
@@ -973,7 +990,105 @@ fn lookup_and_explain(
             made_by.insert(step.key.clone(), (step.info.id, step.info.name.clone()));
         }
     }
+    // Misses that can redo only what changed: their previous results.
+    let mut previous: Vec<(usize, usize, String, ManifestDiff)> = Vec::new();
+    for (si, stage) in planned.stages.iter().enumerate() {
+        for (pi, step) in stage.steps.iter().enumerate() {
+            if step.cached.is_some() || req.no_cache {
+                continue;
+            }
+            let Some(record) = steps.get(&step.identity) else {
+                continue;
+            };
+            if let Some(d) = incremental_diff(step, record, ctx) {
+                previous.push((si, pi, record.key.clone(), d));
+            }
+        }
+    }
+    if !previous.is_empty() {
+        let keys: Vec<&str> = previous.iter().map(|(_, _, k, _)| k.as_str()).collect();
+        let found = cache::results(&b.store, &keys)?;
+        for (si, pi, key, diff) in previous {
+            if let Some(r) = found.get(&key) {
+                planned.stages[si].steps[pi].incremental = Some(Incremental {
+                    previous: r.layer.clone(),
+                    changed: diff.changed,
+                    removed: diff.removed,
+                });
+            }
+        }
+    }
     Ok(())
+}
+
+/// What changed between two manifests of a COPY's selection (paths relative to the context).
+struct ManifestDiff {
+    changed: HashSet<String>,
+    removed: HashSet<String>,
+}
+
+fn manifest_diff(old: &[String], new: &[String]) -> ManifestDiff {
+    let path = |l: &str| l.split('\t').next().unwrap_or_default().to_string();
+    let old_lines: HashSet<&str> = old.iter().map(String::as_str).collect();
+    let new_paths: HashSet<String> = new.iter().map(|l| path(l)).collect();
+    ManifestDiff {
+        changed: new
+            .iter()
+            .filter(|l| !l.starts_with("source ") && !old_lines.contains(l.as_str()))
+            .map(|l| path(l))
+            .collect(),
+        removed: old
+            .iter()
+            .filter(|l| !l.starts_with("source "))
+            .map(|l| path(l))
+            .filter(|p| !new_paths.contains(p))
+            .collect(),
+    }
+}
+
+/// Whether a missed COPY can be redone from its previous result: same instruction, parent and
+/// settings, the same sources matched, only files changed (none of them hard-linked).
+fn incremental_diff(
+    step: &PStep,
+    record: &StepRecord,
+    ctx: Option<&Context>,
+) -> Option<ManifestDiff> {
+    let Op::Copy {
+        from: CopyFrom::Context,
+        inline,
+        unpack: false,
+        ..
+    } = &step.op
+    else {
+        return None;
+    };
+    let (old, new) = (&record.inputs, &step.inputs);
+    if !inline.is_empty()
+        || record.manifest.is_empty()
+        || old.op != new.op
+        || old.parent != new.parent
+        || old.env != new.env
+        || old.settings != new.settings
+        || old.build_args != new.build_args
+    {
+        return None;
+    }
+    let sources = |m: &[String]| -> Vec<String> {
+        m.iter()
+            .filter(|l| l.starts_with("source "))
+            .cloned()
+            .collect()
+    };
+    if sources(&record.manifest) != sources(&step.manifest) {
+        return None;
+    }
+    let diff = manifest_diff(&record.manifest, &step.manifest);
+    let ctx = ctx?;
+    let hard_linked = diff.changed.iter().any(|p| {
+        ctx.entry(p)
+            .is_some_and(|e| e.kind == Kind::File && e.nlink > 1)
+    });
+    (!hard_linked).then_some(diff)
 }
 
 fn diff_map<'a>(
@@ -1046,6 +1161,16 @@ fn explain(
             .find(|s| !old.sources.contains(s))
             .map(|(name, _)| name.clone())
             .unwrap_or_else(|| "its sources".into());
+        if changed_source == "context" && !record.manifest.is_empty() && !step.manifest.is_empty() {
+            let diff = manifest_diff(&record.manifest, &step.manifest);
+            let mut changed: Vec<String> = diff.changed.into_iter().chain(diff.removed).collect();
+            changed.sort();
+            if !changed.is_empty() {
+                let count = changed.len();
+                changed.truncate(REASON_FILES);
+                return MissReason::Files { changed, count };
+            }
+        }
         if changed_source == "context"
             && let Some(ctx) = ctx
         {
@@ -1309,6 +1434,7 @@ impl Exec<'_> {
                 key: step.key.clone(),
                 text: step.text.clone(),
                 inputs: step.inputs.clone(),
+                manifest: step.manifest.clone(),
             },
         ));
     }
@@ -1335,11 +1461,34 @@ impl Exec<'_> {
             snapshotter,
             id: active.clone(),
         };
+        // Start from the previous result of this COPY when only some files changed.
+        let mut only: Option<&Incremental> = None;
+        if let Some(inc) = &step.incremental
+            && snapshotter.driver() == strata_snapshotter::Driver::Overlay
+        {
+            let mut previous = layers.to_vec();
+            previous.push(inc.previous.clone());
+            if let Some(id) = layers::snapshot_id(&previous)
+                && snapshotter.info(&id).is_ok()
+            {
+                crate::copy::clone_tree(&snapshotter.fs_path(&id), &snapshotter.fs_path(&active))
+                    .ctx(|| format!("cloning the previous result of {}", step.info.name))?;
+                self.progress.event(Event::Note {
+                    id: step.info.id,
+                    message: format!(
+                        "copying {} changed and removing {} removed entries over the previous result",
+                        inc.changed.len(),
+                        inc.removed.len()
+                    ),
+                });
+                only = Some(inc);
+            }
+        }
         let mount = snapshotter.mount(&active)?;
         let root = mount.path().to_path_buf();
         let outcome = match &step.op {
             Op::Run { .. } => self.run_command(step, &root),
-            Op::Copy { .. } => self.copy(step, &root, deps),
+            Op::Copy { .. } => self.copy(step, &root, deps, only),
             Op::Workdir { path, user } => (|| {
                 // BuildKit's mkdir owner lookup: a user name it cannot find means root.
                 let owner = if user.is_empty() {
@@ -1407,7 +1556,13 @@ impl Exec<'_> {
         })
     }
 
-    fn copy(&self, step: &PStep, root: &Path, deps: &HashMap<usize, Vec<Layer>>) -> Result<()> {
+    fn copy(
+        &self,
+        step: &PStep,
+        root: &Path,
+        deps: &HashMap<usize, Vec<Layer>>,
+        only: Option<&Incremental>,
+    ) -> Result<()> {
         let Op::Copy {
             from,
             sources,
@@ -1429,6 +1584,7 @@ impl Exec<'_> {
             chown,
             chmod: *chmod,
             unpack_into: None,
+            only: only.map(|i| (&i.changed, &i.removed)),
         };
         // Where the sources are read from; views stay mounted until the copy is done.
         let empty;
