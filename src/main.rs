@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// Never contact a registry that is not on this machine's loopback (also STRATA_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +33,7 @@ enum Command {
     Tag(commands::tag::TagArgs),
     /// Remove images.
     Rmi(commands::tag::RmiArgs),
-    /// Show images' details as JSON.
+    /// Show containers' or images' details as JSON.
     Inspect(commands::inspect::InspectArgs),
     /// Show an image's history.
     History(commands::history::HistoryArgs),
@@ -44,6 +47,39 @@ enum Command {
     /// Manage the store as a whole.
     #[command(subcommand)]
     System(commands::prune::SystemCommand),
+    /// Create a container from an image and run a command in it.
+    Run(commands::run::RunArgs),
+    /// Create a container without starting it.
+    Create(commands::run::CreateArgs),
+    /// List containers.
+    Ps(commands::ps::PsArgs),
+    /// Show a container's output.
+    Logs(commands::logs::LogsArgs),
+    /// Stop running containers (their stop signal, then SIGKILL).
+    Stop(commands::lifecycle::StopArgs),
+    /// Send a signal to running containers.
+    Kill(commands::lifecycle::KillArgs),
+    /// Start stopped containers.
+    Start(commands::lifecycle::StartArgs),
+    /// Stop and start containers.
+    Restart(commands::lifecycle::RestartArgs),
+    /// Remove containers.
+    Rm(commands::lifecycle::RmArgs),
+    /// Run a command in a running container.
+    Exec(commands::exec::ExecArgs),
+    /// Wait until containers stop; print their exit codes.
+    Wait(commands::lifecycle::WaitArgs),
+    /// Make an image from a container's changes.
+    Commit(commands::commit::CommitArgs),
+    /// Copy files between a container and the host.
+    Cp(commands::cp::CpArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
+    /// Download an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::push::PushArgs),
     /// Log in to a registry (credentials are checked, then saved with mode 0600).
     Login(commands::login::LoginArgs),
     /// Forget the saved credentials for a registry.
@@ -61,7 +97,15 @@ fn main() -> ExitCode {
     {
         strata_runtime::helper_main();
     }
+    // So must a container's monitor: it forks to detach before anything else exists.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == strata_containers::MONITOR_ARG)
+    {
+        strata_containers::monitor::monitor_main();
+    }
     let cli = Cli::parse();
+    commands::registry::set_offline(cli.offline);
     let result = match cli.command {
         Command::Version => commands::version::run(),
         Command::Build(args) => commands::build::run(args),
@@ -75,6 +119,22 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::save_load::run_load(args),
         Command::Image(cmd) => commands::prune::run_image(cmd),
         Command::System(cmd) => commands::prune::run_system(cmd),
+        Command::Run(args) => commands::run::run(args),
+        Command::Create(args) => commands::run::create(args),
+        Command::Ps(args) => commands::ps::run(args),
+        Command::Logs(args) => commands::logs::run(args),
+        Command::Stop(args) => commands::lifecycle::stop(args),
+        Command::Kill(args) => commands::lifecycle::kill(args),
+        Command::Start(args) => commands::lifecycle::start(args),
+        Command::Restart(args) => commands::lifecycle::restart(args),
+        Command::Rm(args) => commands::lifecycle::rm(args),
+        Command::Exec(args) => commands::exec::run(args),
+        Command::Wait(args) => commands::lifecycle::wait(args),
+        Command::Commit(args) => commands::commit::run(args),
+        Command::Cp(args) => commands::cp::run(args),
+        Command::Volume(cmd) => commands::volume::run(cmd),
+        Command::Pull(args) => commands::pull::run(args),
+        Command::Push(args) => commands::push::run(args),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
         Command::Debug(cmd) => commands::debug::run(cmd),

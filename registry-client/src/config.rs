@@ -83,8 +83,10 @@ pub struct ClientConfig {
     /// Directories holding `HOST[:PORT]/*.crt` CA certificates, searched in order.
     pub certs_dirs: Vec<PathBuf>,
     pub retry: RetryPolicy,
-    /// Blob uploads in flight at once in [`crate::RepositoryClient::push_blobs`].
+    /// Blob uploads in flight at once ([`crate::RepositoryClient::push_blobs`], [`crate::push_image`]).
     pub max_concurrent_uploads: usize,
+    /// Layer downloads in flight at once in [`crate::pull_image`].
+    pub max_concurrent_downloads: usize,
     /// Receives per-blob progress; called from the tasks doing the transfer, so it must be quick.
     pub progress: Option<ProgressFn>,
     pub user_agent: String,
@@ -99,6 +101,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("certs_dirs", &self.certs_dirs)
             .field("retry", &self.retry)
             .field("max_concurrent_uploads", &self.max_concurrent_uploads)
+            .field("max_concurrent_downloads", &self.max_concurrent_downloads)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -115,6 +118,7 @@ impl ClientConfig {
             certs_dirs: Vec::new(),
             retry: RetryPolicy::default(),
             max_concurrent_uploads: 3,
+            max_concurrent_downloads: 3,
             progress: None,
             user_agent: concat!("strata/", env!("CARGO_PKG_VERSION")).to_string(),
         }

@@ -437,7 +437,7 @@ impl Retrier<'_> {
                 ProgressEvent::Retrying {
                     digest: digest.clone(),
                     attempt: self.attempt,
-                    reason: err.to_string(),
+                    reason: err.full_message(),
                 },
             );
         }

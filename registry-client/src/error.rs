@@ -1,6 +1,8 @@
 //! The crate's error type. Messages name what was being done (`GET manifest
 //! 127.0.0.1:5000/app:1`) and never contain a secret: credentials, tokens and token-server bodies
-//! are kept out of every variant.
+//! are kept out of every variant. A variant with an underlying error leaves it out of its own
+//! message and returns it as `source()`, so a chain printed link by link (anyhow's `{:#}`)
+//! says everything once.
 
 use std::path::PathBuf;
 
@@ -20,7 +22,7 @@ pub enum Error {
     )]
     Offline { image: String, registry: String },
 
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Transport {
         what: String,
         #[source]
@@ -41,7 +43,7 @@ pub enum Error {
     #[error("{what}: access denied ({detail}); check `strata login` or the credentials in use")]
     Unauthorized { what: String, detail: String },
 
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Corrupt {
         what: String,
         #[source]
@@ -61,7 +63,7 @@ pub enum Error {
     #[error("credentials for {key}: {why}")]
     Credentials { key: String, why: String },
 
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     File {
         path: PathBuf,
         #[source]
@@ -71,11 +73,19 @@ pub enum Error {
     #[error("{}: {why}", path.display())]
     Config { path: PathBuf, why: String },
 
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
+    },
+
+    /// The local store failed while pulling into it or pushing from it.
+    #[error("{what}")]
+    Store {
+        what: String,
+        #[source]
+        source: strata_store::StoreError,
     },
 
     #[error("unsupported digest algorithm in {digest}: only sha256 is supported")]
@@ -83,6 +93,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The message with every underlying error's appended (`what: cause: cause`), for places
+    /// that show one line without walking `source()` (progress, logs).
+    pub fn full_message(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+
     /// Whether trying the same request again may succeed: dropped connections, timeouts and the
     /// statuses registries use for overload and transient failures.
     pub fn is_retryable(&self) -> bool {
@@ -97,6 +120,11 @@ impl Error {
             Error::Status { status, .. } => retryable_status(*status),
             _ => false,
         }
+    }
+
+    pub(crate) fn store(what: impl Into<String>) -> impl FnOnce(strata_store::StoreError) -> Self {
+        let what = what.into();
+        move |source| Error::Store { what, source }
     }
 
     pub(crate) fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -24,7 +24,10 @@ mod error;
 mod manifest;
 mod names;
 mod progress;
+mod pull;
+mod push;
 mod repository;
+mod sources;
 
 pub use blob::{BlobReader, BlobSource, BlobStream, BlobUpload};
 pub use client::Client;
@@ -35,8 +38,10 @@ pub use credentials::{Credential, CredentialStore, login_file, remove_login, sav
 pub use error::{Error, Result};
 pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, ManifestDocument, OCI_INDEX, OCI_MANIFEST,
-    Platform, available_platforms, media_type_of, select_platform,
+    available_platforms, media_type_of, select_platform,
 };
 pub use names::{Reference, Registry, Repository};
 pub use progress::{BlobOutcome, Direction, ProgressEvent, ProgressFn};
+pub use pull::{PulledImage, pull_image};
+pub use push::{ManifestFormat, PushOptions, PushedImage, push_image};
 pub use repository::{ManifestHead, RepositoryClient, ResolvedImage};

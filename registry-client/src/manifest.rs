@@ -1,11 +1,10 @@
 //! Manifest and index documents: media types, parsing, and platform selection from an index.
 
-use std::fmt;
-
 use bytes::Bytes;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
 use strata_codec::Digest;
+use strata_store::Platform;
 
 use crate::error::{Error, Result};
 
@@ -104,105 +103,26 @@ pub fn media_type_of(document: &[u8]) -> Result<String> {
     })
 }
 
-/// An OS/architecture/variant triple as plain values (`linux/arm64/v8`). Names are Go's, as in
-/// OCI: `amd64`, `arm64`, `arm`, `386`, `ppc64le`, `s390x`, `riscv64`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
-        let (architecture, variant) = normalize_arch(architecture, variant);
-        Platform {
-            os: os.to_ascii_lowercase(),
-            architecture,
-            variant,
-        }
-    }
-
-    /// Parses `os/arch[/variant]` (Docker's `--platform`).
-    pub fn parse(s: &str) -> Result<Self> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform::new(os, arch, None)),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-                Ok(Platform::new(os, arch, Some(variant)))
-            }
-            _ => Err(Error::InvalidName {
-                name: s.to_string(),
-                why: "not a platform (os/arch[/variant], e.g. linux/arm64)".to_string(),
-            }),
-        }
-    }
-
-    /// The platform this process runs on.
-    pub fn host() -> Self {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "loongarch64" => "loong64",
-            other => other,
-        };
-        Platform::new(std::env::consts::OS, arch, None)
-    }
-
-    /// Whether an index entry's platform runs here: same OS and architecture; when a variant is
-    /// asked for, the same variant (after defaults: arm64 is v8, arm is v7).
-    pub fn matches(&self, candidate: &Platform) -> bool {
-        self.os == candidate.os
-            && self.architecture == candidate.architecture
-            && (self.variant.is_none() || self.variant == candidate.variant)
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-fn normalize_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
-    let arch = arch.to_ascii_lowercase();
-    let variant = variant.map(|v| v.to_ascii_lowercase());
-    match (arch.as_str(), variant.as_deref()) {
-        ("x86_64" | "x86-64", _) => ("amd64".into(), None),
-        ("aarch64" | "arm64", None | Some("v8" | "8")) => ("arm64".into(), Some("v8".into())),
-        ("armhf", _) => ("arm".into(), Some("v7".into())),
-        ("armel", _) => ("arm".into(), Some("v6".into())),
-        ("arm", None) => ("arm".into(), Some("v7".into())),
-        ("arm", Some(v)) => (
-            "arm".into(),
-            Some(format!("v{}", v.trim_start_matches('v'))),
-        ),
-        _ => (arch, variant),
-    }
-}
-
+/// The platform an index entry declares; entries without one (attestations, artifacts) have
+/// none, and neither do entries that are not manifests or indexes.
 fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
-    let p = d.platform().as_ref()?;
-    Some(Platform::new(
-        &p.os().to_string(),
-        &p.architecture().to_string(),
-        p.variant().as_deref(),
-    ))
+    if strata_store::media::kind(d.media_type()) == strata_store::media::Kind::Other {
+        return None;
+    }
+    d.platform().as_ref().map(Platform::from_oci)
 }
 
-/// The entry of `index` to use on `wanted`: the first matching one, as Docker and containerd
-/// pick. Entries without a platform (attestations, artifacts) never match.
+/// The entry of `index` to use on `wanted`, as containerd picks: an exact match first, then the
+/// highest variant `wanted` can run (arm/v7 runs v6), earlier entries winning ties. Entries
+/// without a platform (attestations, artifacts) never match.
 pub fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Option<&'a Descriptor> {
-    index
+    let candidates: Vec<(Platform, &Descriptor)> = index
         .manifests()
         .iter()
-        .find(|d| descriptor_platform(d).is_some_and(|p| wanted.matches(&p)))
+        .filter_map(|d| Some((descriptor_platform(d)?, d)))
+        .collect();
+    let best = wanted.best_match(candidates.iter().map(|(p, _)| p))?;
+    Some(candidates[best].1)
 }
 
 /// The platforms an index offers, for error messages.
@@ -227,6 +147,9 @@ mod tests {
     fn index_json() -> Bytes {
         Bytes::from_static(
             br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {"mediaType":"application/vnd.example.artifact+json","size":1,
+             "digest":"sha256:6666666666666666666666666666666666666666666666666666666666666666",
+             "platform":{"os":"linux","architecture":"amd64"}},
             {"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,
              "digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111",
              "platform":{"os":"linux","architecture":"amd64"}},
@@ -238,7 +161,10 @@ mod tests {
              "platform":{"os":"linux","architecture":"arm64"}},
             {"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,
              "digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444",
-             "platform":{"os":"unknown","architecture":"unknown"}}]}"#,
+             "platform":{"os":"unknown","architecture":"unknown"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,
+             "digest":"sha256:5555555555555555555555555555555555555555555555555555555555555555",
+             "platform":{"os":"linux","architecture":"arm","variant":"v5"}}]}"#,
         )
     }
 
@@ -261,15 +187,15 @@ mod tests {
         assert_eq!(pick("linux/arm64").as_deref(), Some("3"));
         assert_eq!(pick("linux/arm64/v8").as_deref(), Some("3"));
         assert_eq!(pick("linux/arm/v6").as_deref(), Some("2"));
-        assert_eq!(pick("linux/arm/v7"), None);
-        assert_eq!(pick("linux/arm"), None, "arm means arm/v7");
+        // arm/v7 runs v6 and v5 and takes the highest; arm means arm/v7.
+        assert_eq!(pick("linux/arm/v7").as_deref(), Some("2"));
+        assert_eq!(pick("linux/arm").as_deref(), Some("2"));
+        assert_eq!(pick("linux/arm/v5").as_deref(), Some("5"));
         assert_eq!(pick("windows/amd64"), None);
         assert_eq!(
             available_platforms(&index),
-            "linux/amd64, linux/arm/v6, linux/arm64/v8, unknown/unknown"
+            "linux/amd64, linux/arm/v6, linux/arm64, unknown/unknown, linux/arm/v5"
         );
-        assert!(Platform::parse("linux").is_err());
-        assert!(Platform::parse("linux//v7").is_err());
     }
 
     #[test]

@@ -147,6 +147,19 @@ impl Repository {
         Repository::new(Registry::new(registry)?, path)
     }
 
+    /// The repository an image reference names. The reference must be normalised
+    /// ([`strata_store::reference::parse_normalized_named`]), so that it has a registry and
+    /// Docker Hub's `library/` prefix.
+    pub fn of(reference: &strata_store::Reference) -> Result<Self> {
+        if reference.domain().is_empty() {
+            return Err(Error::InvalidName {
+                name: reference.to_string(),
+                why: "the reference names no registry".to_string(),
+            });
+        }
+        Repository::parse(reference.domain(), reference.path())
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -211,6 +224,21 @@ impl Reference {
             });
         }
         Ok(Reference::Tag(tag.to_string()))
+    }
+
+    /// What an image reference asks for: its digest when it has one (a tag beside a digest is
+    /// ignored, as Docker does), else its tag, else `latest`.
+    pub fn of(reference: &strata_store::Reference) -> Result<Self> {
+        if reference.digest().is_some() {
+            return match reference.oci_digest() {
+                Some(d) => Ok(Reference::Digest(d)),
+                None => Err(Error::InvalidName {
+                    name: reference.to_string(),
+                    why: "unsupported digest".to_string(),
+                }),
+            };
+        }
+        Reference::tag(reference.tag().unwrap_or("latest"))
     }
 
     /// The path segment used in `/v2/<name>/manifests/<reference>`.
@@ -305,5 +333,24 @@ mod tests {
         assert!(Reference::tag(&"a".repeat(129)).is_err());
         let d = strata_codec::sha256_digest(b"x");
         assert_eq!(Reference::from(d.clone()).to_string(), format!("@{d}"));
+
+        let named = |s: &str| strata_store::reference::parse_normalized_named(s).unwrap();
+        let busybox = named("busybox");
+        assert_eq!(
+            Repository::of(&busybox).unwrap().to_string(),
+            "docker.io/library/busybox"
+        );
+        assert_eq!(
+            Reference::of(&busybox).unwrap(),
+            Reference::Tag("latest".into())
+        );
+        let pinned = named(&format!("127.0.0.1:5000/a/b:v2@{d}"));
+        assert_eq!(
+            Repository::of(&pinned).unwrap().to_string(),
+            "127.0.0.1:5000/a/b"
+        );
+        assert_eq!(Reference::of(&pinned).unwrap(), Reference::Digest(d));
+        let bare = strata_store::Reference::parse("app:v1").unwrap();
+        assert!(Repository::of(&bare).is_err());
     }
 }

@@ -20,7 +20,8 @@ pub enum Direction {
 pub enum BlobOutcome {
     /// Downloaded and verified.
     Downloaded,
-    /// The registry already had it (HEAD), so nothing was sent.
+    /// The destination already had it (the registry, by HEAD, on a push; the local store on
+    /// a pull), so nothing was sent.
     AlreadyPresent,
     /// Mounted from another repository of the same registry, so nothing was sent.
     Mounted { from: String },
@@ -31,6 +32,14 @@ pub enum BlobOutcome {
 /// One step of one blob's transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgressEvent {
+    /// An image's layer is waiting its turn ([`crate::pull_image`], [`crate::push_image`]):
+    /// renderers show layers from here on, in image order, and may ignore blobs never queued
+    /// (configs).
+    Queued {
+        digest: Digest,
+        size: u64,
+        direction: Direction,
+    },
     Started {
         digest: Digest,
         size: u64,

@@ -9,6 +9,7 @@ use oci_spec::image::ImageManifest;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Body, Response};
 use strata_codec::{Digest, DigestMismatch, HashingWriter};
+use strata_store::{Lease, Platform, Store};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use url::Url;
@@ -19,11 +20,12 @@ use crate::config::report;
 use crate::connection::{Call, Connection, ReadError, read_limited, status_error};
 use crate::error::{Error, Result, retryable_status};
 use crate::manifest::{
-    MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest, ManifestDocument, Platform, available_platforms,
+    MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest, ManifestDocument, available_platforms,
     media_type_of, select_platform,
 };
 use crate::names::{Reference, Repository};
 use crate::progress::{BlobOutcome, Direction, ProgressEvent};
+use crate::pull::blocking;
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -282,7 +284,7 @@ impl RepositoryClient {
         let digest = digest.clone();
         let task = tokio::spawn(async move {
             let mut sink = ChannelSink(tx.clone(), Ok);
-            if let Err(e) = this.download(&digest, size, &mut sink).await {
+            if let Err(e) = this.download(&digest, size, &mut sink, Check::Here).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -305,7 +307,8 @@ impl RepositoryClient {
         W: AsyncWrite + Unpin + Send,
     {
         use tokio::io::AsyncWriteExt;
-        self.download(digest, size, &mut WriterSink(writer)).await?;
+        self.download(digest, size, &mut WriterSink(writer), Check::Here)
+            .await?;
         writer.flush().await.map_err(|source| Error::Io {
             what: format!("writing blob {digest}"),
             source,
@@ -325,6 +328,44 @@ impl RepositoryClient {
     where
         W: Write + Send + 'static,
     {
+        self.download_into_blocking(digest, size, writer, Check::Here)
+            .await
+    }
+
+    /// Downloads a blob straight into `store`. The store's writer hashes the bytes as it writes
+    /// them and publishes the blob only when digest and size match
+    /// ([`Store::blob_writer_expecting`]), so the download does not hash them a second time. A
+    /// blob that does not match fails with [`Error::Store`] and leaves nothing in the store.
+    pub async fn fetch_blob_into_store(
+        &self,
+        store: &Store,
+        lease: &Lease,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let what = format!("GET blob {}@{digest}", self.repo);
+        let writer = blocking(what.clone(), {
+            let (store, lease, digest) = (store.clone(), lease.clone(), digest.clone());
+            move || store.blob_writer_expecting(&lease, &digest, Some(size))
+        })
+        .await?;
+        let writer = self
+            .download_into_blocking(digest, Some(size), writer, Check::InSink)
+            .await?;
+        blocking(what, move || writer.commit()).await?;
+        Ok(())
+    }
+
+    async fn download_into_blocking<W>(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        writer: W,
+        check: Check,
+    ) -> Result<W>
+    where
+        W: Write + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let writing = tokio::task::spawn_blocking(move || {
             let mut writer = writer;
@@ -336,7 +377,7 @@ impl RepositoryClient {
         });
         let downloaded = {
             let mut sink = ChannelSink(tx, |b| b);
-            self.download(digest, size, &mut sink).await
+            self.download(digest, size, &mut sink, check).await
         };
         let written = writing.await.map_err(|e| Error::Io {
             what: format!("writing blob {digest}"),
@@ -361,18 +402,21 @@ impl RepositoryClient {
             });
         }
         let mut sink = BufferSink(BytesMut::new());
-        self.download(digest, Some(size), &mut sink).await?;
+        self.download(digest, Some(size), &mut sink, Check::Here)
+            .await?;
         Ok(sink.0.freeze())
     }
 
     /// The download loop: resumes with `Range` after a dropped connection (skipping what it
-    /// already has if the registry ignores the range), hashes everything, and holds the last
-    /// chunk back until the digest is checked.
+    /// already has if the registry ignores the range) and enforces the size. With
+    /// [`Check::Here`] it hashes everything and holds the last chunk back until the digest is
+    /// checked; with [`Check::InSink`] chunks go straight on and the sink checks the digest.
     async fn download(
         &self,
         digest: &Digest,
         size: Option<u64>,
         sink: &mut impl ChunkSink,
+        check: Check,
     ) -> Result<()> {
         ensure_sha256(digest)?;
         let image = format!("{}@{digest}", self.repo);
@@ -389,12 +433,13 @@ impl RepositoryClient {
             },
         );
         let mut state = DownloadState {
-            hasher: HashingWriter::new(io::sink()),
+            received: 0,
+            hasher: (check == Check::Here).then(|| HashingWriter::new(io::sink())),
             pending: None,
         };
         let mut retrier = self.conn.retrier(Some(digest));
         loop {
-            let before = state.hasher.len();
+            let before = state.received;
             match self
                 .download_attempt(&call, digest, size, &mut state, sink)
                 .await
@@ -404,25 +449,25 @@ impl RepositoryClient {
                 Err(AttemptError::Retry(e)) => {
                     // A long download on a flaky link may break often; only breaks without
                     // progress in between use up tries.
-                    if state.hasher.len() > before {
+                    if state.received > before {
                         retrier.reset();
                     }
                     retrier.pause(e, None).await?
                 }
             }
         }
-        let (_, actual, len) = state.hasher.finish();
-        if let Some(expected_len) = size.filter(|s| *s != len) {
+        if let Some(expected_len) = size.filter(|s| *s != state.received) {
             return Err(Error::Corrupt {
                 what,
                 source: DigestMismatch::Size {
                     expected: digest.clone(),
                     expected_len,
-                    actual_len: len,
+                    actual_len: state.received,
                 },
             });
         }
-        if actual != *digest {
+        let actual = state.hasher.take().map(|h| h.finish().1);
+        if let Some(actual) = actual.filter(|a| a != digest) {
             return Err(Error::Corrupt {
                 what,
                 source: DigestMismatch::Digest {
@@ -455,7 +500,7 @@ impl RepositoryClient {
         state: &mut DownloadState,
         sink: &mut impl ChunkSink,
     ) -> std::result::Result<(), AttemptError> {
-        let offset = state.hasher.len();
+        let offset = state.received;
         let tail = format!("blobs/{digest}");
         let response = self
             .conn
@@ -503,7 +548,7 @@ impl RepositoryClient {
             if chunk.is_empty() {
                 continue;
             }
-            let len = state.hasher.len() + chunk.len() as u64;
+            let len = state.received + chunk.len() as u64;
             if let Some(expected_len) = size.filter(|s| len > *s) {
                 return Err(AttemptError::Final(Error::Corrupt {
                     what: call.what.to_string(),
@@ -514,10 +559,17 @@ impl RepositoryClient {
                     },
                 }));
             }
-            // Writing to a sink cannot fail.
-            let _ = state.hasher.write_all(&chunk);
-            if let Some(previous) = state.pending.replace(chunk) {
-                sink.accept(previous).await.map_err(|source| {
+            state.received = len;
+            let ready = match &mut state.hasher {
+                Some(hasher) => {
+                    // Writing to a sink cannot fail.
+                    let _ = hasher.write_all(&chunk);
+                    state.pending.replace(chunk)
+                }
+                None => Some(chunk),
+            };
+            if let Some(ready) = ready {
+                sink.accept(ready).await.map_err(|source| {
                     AttemptError::Final(Error::Io {
                         what: call.what.to_string(),
                         source,
@@ -794,6 +846,139 @@ impl RepositoryClient {
         Ok(Body::wrap_stream(stream))
     }
 
+    /// Uploads a blob whose digest is known only once all of it has been produced (a layer
+    /// being recompressed): the bytes go up as they come, in one streamed `PATCH` (or in
+    /// `chunk_size` pieces when the registry's options say so), hashed on the way, and the final
+    /// `PUT ?digest=` names what was sent. Nothing is checked or mounted first, and nothing is
+    /// retried, since a stream cannot be replayed: after a failure, push the finished blob with
+    /// [`RepositoryClient::push_blob`]. An error item in `chunks` aborts the upload. Returns the
+    /// digest and size of what was uploaded.
+    pub async fn push_blob_stream<S>(&self, chunks: S) -> Result<(Digest, u64)>
+    where
+        S: futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let image = self.repo.to_string();
+        let what = format!("streamed upload to {image}");
+        let scopes = [Scope::push(self.repo.path())];
+        let call = self.call(&what, &image, &scopes, None);
+        let response = self
+            .conn
+            .send(&call, |http, base| {
+                Ok(http
+                    .post(self.url(base, "blobs/uploads/")?)
+                    .header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if response.status().as_u16() != 202 {
+            return Err(status_error(&what, response).await);
+        }
+        let mut location = location_of(&response, &what)?;
+        let hasher = Arc::new(std::sync::Mutex::new(HashingWriter::new(io::sink())));
+        let hash = |hasher: &std::sync::Mutex<HashingWriter<io::Sink>>, chunk: &[u8]| {
+            // Writing to a sink cannot fail.
+            let _ = hasher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(chunk);
+        };
+        match self.conn.options.chunk_size.filter(|c| *c > 0) {
+            None => {
+                let streamed = {
+                    let hasher = hasher.clone();
+                    chunks.inspect_ok(move |chunk| hash(&hasher, chunk))
+                };
+                location = self
+                    .patch_piece(&call, &location, Body::wrap_stream(streamed), None)
+                    .await?;
+            }
+            Some(chunk_size) => {
+                let mut chunks = chunks;
+                let mut offset = 0u64;
+                let mut buffer = BytesMut::new();
+                let mut ended = false;
+                while !ended {
+                    while (buffer.len() as u64) < chunk_size {
+                        match chunks.next().await {
+                            Some(chunk) => {
+                                buffer.extend_from_slice(&chunk.map_err(|source| Error::Io {
+                                    what: what.clone(),
+                                    source,
+                                })?)
+                            }
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        }
+                    }
+                    let take = buffer.len().min(chunk_size as usize);
+                    if take == 0 {
+                        break;
+                    }
+                    let piece = buffer.split_to(take).freeze();
+                    hash(&hasher, &piece);
+                    let len = piece.len() as u64;
+                    location = self
+                        .patch_piece(&call, &location, Body::from(piece), Some((offset, len)))
+                        .await?;
+                    offset += len;
+                }
+            }
+        }
+        // The registry accepted every byte, so the hasher saw them all (the body's clone of it
+        // may be dropped a moment later by the connection's task).
+        let (_, digest, size) = std::mem::replace(
+            &mut *hasher.lock().unwrap_or_else(|p| p.into_inner()),
+            HashingWriter::new(io::sink()),
+        )
+        .finish();
+        let url = with_digest(location, &digest);
+        let response = self
+            .conn
+            .send(&call, |http, _| {
+                Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(&what, response).await);
+        }
+        Ok((digest, size))
+    }
+
+    /// One `PATCH` of a streamed upload: the bytes from `range.0` (`range.1` of them) when the
+    /// range is given, else the whole stream. Returns where the upload continues.
+    async fn patch_piece(
+        &self,
+        call: &Call<'_>,
+        location: &Url,
+        body: Body,
+        range: Option<(u64, u64)>,
+    ) -> Result<Url> {
+        let body = std::sync::Mutex::new(Some(body));
+        let response = self
+            .conn
+            .exchange(
+                call,
+                &|http, _| {
+                    let mut request = http
+                        .patch(location.clone())
+                        .header(CONTENT_TYPE, OCTET_STREAM);
+                    if let Some((start, len)) = range {
+                        request = request
+                            .header(CONTENT_RANGE, format!("{start}-{}", start + len - 1))
+                            .header(CONTENT_LENGTH, len);
+                    }
+                    Ok(request.body(take_body(&body, call.what)?))
+                },
+                false,
+            )
+            .await?;
+        if response.status().as_u16() != 202 {
+            return Err(status_error(call.what, response).await);
+        }
+        location_of(&response, call.what)
+    }
+
     /// Pushes several blobs, at most `max_concurrent_uploads` at a time, and returns their
     /// outcomes in order. The first failure stops the rest.
     pub async fn push_blobs(&self, uploads: &[BlobUpload]) -> Result<Vec<BlobOutcome>> {
@@ -850,8 +1035,20 @@ impl RepositoryClient {
     }
 }
 
+/// Where a download's digest is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// By the download: chunks are hashed, the last one held back until the digest matched.
+    Here,
+    /// By the sink (a store blob writer that publishes nothing that does not match).
+    InSink,
+}
+
 struct DownloadState {
-    hasher: HashingWriter<io::Sink>,
+    /// Bytes of the blob received so far (where a resumed request starts).
+    received: u64,
+    hasher: Option<HashingWriter<io::Sink>>,
+    /// The newest chunk, held back until the digest matched ([`Check::Here`]).
     pending: Option<Bytes>,
 }
 

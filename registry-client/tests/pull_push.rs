@@ -11,9 +11,10 @@ use common::images::{Blob, Image, index, write_layout};
 use common::{Auth, Registry, repo, run, test_config};
 use futures::StreamExt;
 use strata_registry_client::{
-    BlobOutcome, BlobUpload, Client, Direction, Error, ManifestDocument, Platform, ProgressEvent,
-    Reference, Repository,
+    BlobOutcome, BlobUpload, Client, Direction, Error, ManifestDocument, ProgressEvent, Reference,
+    Repository,
 };
+use strata_store::Platform;
 
 fn skopeo() -> Command {
     let mut c = Command::new("skopeo");
@@ -214,10 +215,7 @@ async fn index_with_two_platforms() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::NoMatchingPlatform { .. }), "{msg}");
-    assert!(
-        msg.contains("linux/amd64") && msg.contains("linux/arm64/v8"),
-        "{msg}"
-    );
+    assert!(msg.contains("linux/amd64, linux/arm64"), "{msg}");
 
     // The client pushes an index itself: images first, then the index, which skopeo reads back.
     let own = repo(&client, &host, "own-multi");

@@ -25,6 +25,10 @@ pub(crate) struct Envelope {
     pub cgroup_v2_root: Option<PathBuf>,
     /// A terminal is created inside; otherwise three stdio descriptors come with the envelope.
     pub terminal: bool,
+    /// Join a running container instead of creating one: a pidfd of its init comes last among
+    /// the descriptors, and only the spec's `process` is used (see [`crate::exec`]).
+    #[serde(default)]
+    pub exec: bool,
 }
 
 pub(crate) fn main() -> ! {
@@ -74,6 +78,9 @@ fn run(control: &OwnedFd) -> Result<(), String> {
         channel::recv_payload(control.as_fd()).map_err(|e| format!("reading the spec: {e}"))?;
     let envelope: Envelope =
         serde_json::from_slice(&payload).map_err(|e| format!("invalid spec: {e}"))?;
+    if envelope.exec {
+        return crate::exec::run(control, &envelope, stdio);
+    }
     if !envelope.terminal && stdio.len() != 3 {
         return Err("expected three stdio descriptors".into());
     }
@@ -237,7 +244,7 @@ fn run_container(
 }
 
 /// Waits for init, killing it if the caller goes away.
-fn wait_for_init(control: &OwnedFd, pidfd: &OwnedFd, pid: i32) -> ExitStatus {
+pub(crate) fn wait_for_init(control: &OwnedFd, pidfd: &OwnedFd, pid: i32) -> ExitStatus {
     let mut watch_control = true;
     loop {
         let mut fds = [
@@ -293,7 +300,7 @@ fn kill_pidfd(pidfd: &OwnedFd) {
     };
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open(2) returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
     if fd < 0 {

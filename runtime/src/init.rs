@@ -158,9 +158,9 @@ fn init_main(
 }
 
 /// What init prepares for the command before forking it.
-struct Prepared {
-    terminal: Option<OwnedFd>,
-    seccomp: Option<DefaultProfile>,
+pub(crate) struct Prepared {
+    pub terminal: Option<OwnedFd>,
+    pub seccomp: Option<DefaultProfile>,
 }
 
 fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prepared, String> {
@@ -271,7 +271,7 @@ fn send_namespaces(control: &OwnedFd) -> Result<(), String> {
 }
 
 /// Names of the capabilities the command keeps (its bounding set).
-fn effective_caps(process: &Process) -> HashSet<String> {
+pub(crate) fn effective_caps(process: &Process) -> HashSet<String> {
     process
         .capabilities()
         .as_ref()
@@ -285,6 +285,14 @@ fn effective_caps(process: &Process) -> HashSet<String> {
 /// Creates the terminal in the container's devpts, hands the master to the caller and puts the
 /// slave at /dev/console; returns the slave.
 fn open_terminal(control: &OwnedFd) -> Result<OwnedFd, String> {
+    let (slave, name) = open_pty(control)?;
+    mounts::bind_console(&name)?;
+    Ok(slave)
+}
+
+/// Creates a terminal in the devpts of the current mount namespace and hands the master to the
+/// caller; returns the slave and its path.
+pub(crate) fn open_pty(control: &OwnedFd) -> Result<(OwnedFd, String), String> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| format!("opening a terminal: {e}"))?;
@@ -298,10 +306,9 @@ fn open_terminal(control: &OwnedFd) -> Result<OwnedFd, String> {
         .open(&name)
         .map_err(|e| format!("opening {name}: {e}"))?
         .into();
-    mounts::bind_console(&name)?;
     channel::report(control.as_fd(), &Report::PtyMaster, &[master.as_raw_fd()])
         .map_err(|e| format!("sending the terminal: {e}"))?;
-    Ok(slave)
+    Ok((slave, name))
 }
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -331,7 +338,12 @@ fn reap(workload: Pid) -> ExitStatus {
 }
 
 /// The command: stdio, rlimits, identity, capabilities, seccomp, exec.
-fn workload_main(spec: &Spec, control: &OwnedFd, stdio: Vec<OwnedFd>, prepared: Prepared) -> ! {
+pub(crate) fn workload_main(
+    spec: &Spec,
+    control: &OwnedFd,
+    stdio: Vec<OwnedFd>,
+    prepared: Prepared,
+) -> ! {
     let code = match exec_workload(spec, control, stdio, prepared) {
         Ok(never) => match never {},
         Err((message, code)) => {

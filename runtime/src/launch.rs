@@ -119,6 +119,34 @@ impl Sandbox {
     /// Starts `spec` (its `root.path` must be absolute) and returns once the command was started
     /// (or failed to be set up). Blocking: call it from a blocking thread under tokio.
     pub fn spawn(&self, spec: &Spec, stdio: StdioSet) -> Result<Container, RunError> {
+        self.start(spec, stdio, None)
+    }
+
+    /// Runs `spec.process` inside a running container (`strata exec`): `init` is a pidfd of the
+    /// container's init ([`Container::pidfd`], or `pidfd_open` of the pid a monitor recorded).
+    /// The process joins every namespace of init that differs from the caller's and the
+    /// container's own cgroups, and is set up as a container's command is (user, capabilities,
+    /// seccomp when the spec has a `linux.seccomp` section, rlimits, `process.terminal`). The rest
+    /// of the spec is ignored. Returns once the process was started; [`Container::wait`] gives its
+    /// status. Needs the privilege to open the namespaces of init (root).
+    pub fn exec(
+        &self,
+        init: BorrowedFd<'_>,
+        spec: &Spec,
+        stdio: StdioSet,
+    ) -> Result<Container, RunError> {
+        let init = init
+            .try_clone_to_owned()
+            .map_err(io("duplicating the pidfd"))?;
+        self.start(spec, stdio, Some(init))
+    }
+
+    fn start(
+        &self,
+        spec: &Spec,
+        stdio: StdioSet,
+        exec_target: Option<OwnedFd>,
+    ) -> Result<Container, RunError> {
         let terminal = spec
             .process()
             .as_ref()
@@ -140,10 +168,13 @@ impl Sandbox {
                 *keep = ours;
             }
         }
+        let exec = exec_target.is_some();
+        child_fds.extend(exec_target);
         let envelope = Envelope {
             spec: spec.clone(),
             cgroup_v2_root: self.cgroup_v2_root.clone(),
             terminal,
+            exec,
         };
         let payload =
             serde_json::to_vec(&envelope).map_err(|e| RunError::Protocol(e.to_string()))?;

@@ -22,11 +22,16 @@
 //!                                                     └─fork─> the command: rlimits, seccomp,
 //!                                                              capabilities, user, exec
 //! ```
+//!
+//! [`Sandbox::exec`] (`strata exec`) starts the helper in its join mode instead: given a pidfd of
+//! a running container's init, it joins that container's namespaces and cgroups and forks the
+//! process, which is set up exactly as a container's command.
 
 mod bundle;
 mod cgroup;
 mod channel;
 pub mod etc;
+mod exec;
 mod helper;
 mod init;
 mod launch;

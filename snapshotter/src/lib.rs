@@ -63,6 +63,17 @@ pub enum Error {
         state: &'static str,
         expected: &'static str,
     },
+    #[error("unknown snapshotter {0:?} (STRATA_SNAPSHOTTER): use overlay or copy")]
+    UnknownDriver(String),
+    #[error(
+        "the snapshots in {root} were made by the {recorded} snapshotter, not {requested}: \
+         unset STRATA_SNAPSHOTTER or use another STRATA_ROOT"
+    )]
+    DriverMismatch {
+        root: PathBuf,
+        recorded: Driver,
+        requested: Driver,
+    },
     #[error("mounting overlay at {target}: {source}")]
     Mount {
         target: PathBuf,

@@ -40,6 +40,34 @@ pub enum Driver {
     Copy,
 }
 
+/// The file in a snapshot root that names the driver its snapshots were made with.
+const DRIVER_FILE: &str = "driver";
+
+impl Driver {
+    /// The name `STRATA_SNAPSHOTTER` and the root's record use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::Copy => "copy",
+        }
+    }
+
+    /// The driver with this name (`overlay` or `copy`).
+    pub fn parse(name: &str) -> Option<Driver> {
+        match name {
+            "overlay" => Some(Driver::Overlay),
+            "copy" => Some(Driver::Copy),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether a snapshot can still change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -106,16 +134,57 @@ fn validate_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// Whether a process exists and has not exited: a zombie (killed, not yet reaped by a slow
+/// parent) holds its pid but will never unmount anything again.
+fn process_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 impl Snapshotter {
-    /// Opens (creating) the snapshot root. The driver is `STRATA_SNAPSHOTTER` (`overlay` or
-    /// `copy`) when set, else overlay when an overlay mounts under `root`, else copy.
+    /// Opens (creating) the snapshot root with the driver its snapshots were made with, which
+    /// the root records: every process then agrees on it, and only the first open probes.
+    /// A new root takes `STRATA_SNAPSHOTTER` (`overlay` or `copy`) when set, else overlay when an
+    /// overlay mounts under `root`, else copy. Asking for another driver than the recorded one
+    /// is refused while the root holds snapshots made with it.
     pub fn open(root: impl Into<PathBuf>) -> Result<Snapshotter, Error> {
         let root = root.into();
-        let forced = std::env::var("STRATA_SNAPSHOTTER").ok();
-        let driver = match forced.as_deref() {
-            Some("copy") => Driver::Copy,
-            Some("overlay") => Driver::Overlay,
-            _ => {
+        let forced = match std::env::var("STRATA_SNAPSHOTTER").ok().as_deref() {
+            None | Some("") => None,
+            Some(name) => {
+                Some(Driver::parse(name).ok_or_else(|| Error::UnknownDriver(name.to_string()))?)
+            }
+        };
+        let recorded_path = root.join(DRIVER_FILE);
+        let recorded = match fs::read_to_string(&recorded_path) {
+            Ok(text) => Driver::parse(text.trim()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading", &recorded_path)(e)),
+        };
+        let driver = match (recorded, forced) {
+            (Some(recorded), Some(requested)) if recorded != requested => {
+                let snapshots = root.join("s");
+                let in_use = fs::read_dir(&snapshots)
+                    .map(|mut entries| entries.next().is_some())
+                    .unwrap_or(false);
+                if in_use {
+                    return Err(Error::DriverMismatch {
+                        root,
+                        recorded,
+                        requested,
+                    });
+                }
+                requested
+            }
+            (_, Some(requested)) => requested,
+            (Some(recorded), None) => recorded,
+            (None, None) => {
                 let probe = Snapshotter::with_driver(root.clone(), Driver::Overlay)?;
                 if probe.overlay_works() {
                     Driver::Overlay
@@ -124,7 +193,13 @@ impl Snapshotter {
                 }
             }
         };
-        Snapshotter::with_driver(root, driver)
+        let snapshotter = Snapshotter::with_driver(root, driver)?;
+        if recorded != Some(driver) {
+            let tmp = snapshotter.root.join("tmp").join(DRIVER_FILE);
+            fs::write(&tmp, driver.as_str()).map_err(io_err("writing", &tmp))?;
+            fs::rename(&tmp, &recorded_path).map_err(io_err("renaming to", &recorded_path))?;
+        }
+        Ok(snapshotter)
     }
 
     /// Opens (creating) the snapshot root with a given driver, without probing.
@@ -640,9 +715,7 @@ impl Snapshotter {
             name.split('-')
                 .next()
                 .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-                })
+                .is_some_and(|pid| pid != std::process::id() && process_running(pid))
         };
         for mount in
             overlay::mounts_under(&self.root).map_err(io_err("reading mounts", &self.root))?
@@ -739,4 +812,23 @@ fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {
         parent,
         state: state?,
     })
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_running;
+
+    #[test]
+    fn zombies_and_missing_pids_are_not_running() {
+        assert!(process_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!process_running(child.id()));
+        child.wait().unwrap();
+        assert!(!process_running(u32::MAX));
+    }
 }

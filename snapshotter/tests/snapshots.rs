@@ -347,35 +347,64 @@ fn cleanup_unmounts_and_removes_what_a_killed_process_left() {
 }
 
 #[test]
-fn open_picks_overlay_here_and_honours_strata_snapshotter() {
+fn open_picks_overlay_here_honours_strata_snapshotter_and_remembers_the_driver() {
     let tmp = tempfile::tempdir().unwrap();
     // The only test that reads the variable; it sets it for its own child process.
-    let exe = std::env::current_exe().unwrap();
     if std::env::var("STRATA_SNAPSHOTTER_CHILD").is_ok() {
         return;
     }
     let sn = Snapshotter::open(tmp.path().join("auto")).unwrap();
     assert_eq!(sn.driver(), Driver::Overlay);
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "forced_copy_driver_child", "--nocapture"])
-        .env("STRATA_SNAPSHOTTER", "copy")
-        .env("STRATA_TEST_ROOT", tmp.path().join("forced"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    let forced = tmp.path().join("forced");
+    let child = |driver: &str, expect: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "forced_driver_child", "--nocapture"])
+            .env("STRATA_SNAPSHOTTER", driver)
+            .env("STRATA_TEST_ROOT", &forced)
+            .env("STRATA_TEST_EXPECT", expect)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}"
+        );
+    };
+    child("copy", "copy");
+    // Without the variable, a later process keeps the driver the root was made with...
+    assert_eq!(Snapshotter::open(&forced).unwrap().driver(), Driver::Copy);
+    // ...and asking for the other one while copy snapshots exist is refused.
+    child("overlay", "mismatch");
 }
 
 #[test]
-fn forced_copy_driver_child() {
+fn forced_driver_child() {
     // Runs for real only as the child of the test above, which sets these variables.
-    let Ok(root) = std::env::var("STRATA_TEST_ROOT") else {
+    let (Ok(root), Ok(expect)) = (
+        std::env::var("STRATA_TEST_ROOT"),
+        std::env::var("STRATA_TEST_EXPECT"),
+    ) else {
         return;
     };
-    let sn = Snapshotter::open(root).unwrap();
-    assert_eq!(sn.driver(), Driver::Copy);
+    match expect.as_str() {
+        "copy" => {
+            let sn = Snapshotter::open(root).unwrap();
+            assert_eq!(sn.driver(), Driver::Copy);
+            sn.prepare("work", None).unwrap();
+            sn.commit("work", "made-by-copy").unwrap();
+        }
+        _ => match Snapshotter::open(root) {
+            Err(strata_snapshotter::Error::DriverMismatch {
+                recorded,
+                requested,
+                ..
+            }) => {
+                assert_eq!((recorded, requested), (Driver::Copy, Driver::Overlay));
+            }
+            other => panic!(
+                "expected a driver mismatch, got {:?}",
+                other.map(|s| s.driver())
+            ),
+        },
+    }
 }

@@ -110,7 +110,7 @@ fn created_time() -> anyhow::Result<String> {
 ///
 /// A deliberately small parser for the instructions `docker import` accepts; the Dockerfile
 /// frontend's parser replaces it once that crate lands.
-fn apply_change(config: &mut Map<String, Value>, change: &str) -> anyhow::Result<()> {
+pub(crate) fn apply_change(config: &mut Map<String, Value>, change: &str) -> anyhow::Result<()> {
     let change = change.trim();
     let (keyword, rest) = change
         .split_once(char::is_whitespace)

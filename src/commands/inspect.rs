@@ -1,4 +1,5 @@
-//! `strata inspect IMAGE...`: Docker's image-inspect JSON array.
+//! `strata inspect [--type container|image] NAME...`: Docker's inspect JSON array; a name is
+//! looked up as a container first, then as an image, as Docker does.
 
 use std::process::ExitCode;
 
@@ -6,21 +7,44 @@ use clap::Args;
 use serde_json::{Value, json};
 use strata_store::Image;
 
-use super::image_output::open_store;
+use super::container_output::{self, open_containers};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Images: names, IDs or digests.
+    /// Only look up this kind of object.
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    kind: Option<String>,
+    /// Containers or images: names, IDs or digests.
     #[arg(required = true)]
-    images: Vec<String>,
+    names: Vec<String>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store()?;
+    let containers = open_containers()?;
+    let store = containers.store();
     let mut out = Vec::new();
     let mut failed = false;
-    for r in &args.images {
-        match store.resolve(r) {
+    for name in &args.names {
+        if args.kind.as_deref() != Some("image") {
+            match containers.get(name) {
+                Ok(record) => {
+                    out.push(container_output::inspect_json(&containers, &record));
+                    continue;
+                }
+                Err(strata_containers::Error::NoSuchContainer(_)) => {}
+                Err(e) => {
+                    eprintln!("strata: error: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
+            if args.kind.is_some() {
+                eprintln!("strata: error: No such container: {name}");
+                failed = true;
+                continue;
+            }
+        }
+        match store.resolve(name) {
             Ok(image) => out.push(inspect_json(&image)),
             Err(e) => {
                 eprintln!("strata: error: {e}");

@@ -33,12 +33,17 @@ pub struct PruneArgs {
     force: bool,
 }
 
-/// Deletes a snapshot nothing holds any more. The snapshotter is not wired into the binary yet,
-/// so the id stays recorded (and is offered again by the next collection).
+/// Deletes a snapshot nothing holds any more (one already gone counts as deleted). A snapshot
+/// that is still another's parent stays recorded and is offered again by the next collection.
 pub fn delete_snapshot(id: &str) -> strata_store::Result<()> {
-    Err(strata_store::StoreError::Invalid(format!(
-        "snapshot {id}: no snapshotter to delete it with"
-    )))
+    let root = strata_store::default_root().join("snapshots");
+    let removed = strata_snapshotter::Snapshotter::open(&root).and_then(|s| s.remove(id));
+    match removed {
+        Ok(()) | Err(strata_snapshotter::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(strata_store::StoreError::Invalid(format!(
+            "snapshot {id}: {e}"
+        ))),
+    }
 }
 
 pub fn run_image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
@@ -86,7 +91,8 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn confirm(what: &str) -> anyhow::Result<bool> {
+/// Asks on the terminal before a destructive prune, as Docker does; only `y`/`yes` proceeds.
+pub(crate) fn confirm(what: &str) -> anyhow::Result<bool> {
     eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
     io::stderr().flush()?;
     let mut line = String::new();

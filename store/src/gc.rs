@@ -190,9 +190,21 @@ impl Store {
             report.deleted_blobs = doomed;
             unheld
         };
-        for s in candidates {
-            if delete_snapshot(&s).is_ok() {
-                report.removed_snapshots.push(s);
+        // The callback may refuse a snapshot while another one still stacks on it (the
+        // snapshotter does), and the store does not know the chain order: go round again
+        // while a pass removed something, so a whole unheld chain goes in one collection.
+        let mut pending = candidates;
+        loop {
+            let before = pending.len();
+            pending.retain(|s| match delete_snapshot(s) {
+                Ok(()) => {
+                    report.removed_snapshots.push(s.clone());
+                    false
+                }
+                Err(_) => true,
+            });
+            if pending.is_empty() || pending.len() == before {
+                break;
             }
         }
         if !report.removed_snapshots.is_empty() {

@@ -272,6 +272,37 @@ fn gc_keeps_what_is_reachable_and_reports_unheld_snapshots() {
 }
 
 #[test]
+fn gc_removes_a_whole_unheld_chain_even_when_parents_come_first() {
+    let (_tmp, store) = new_store();
+    // Ids sort parent-first, the order the store offers them in; the callback refuses a
+    // parent while its child exists, as the snapshotter does.
+    let chain = ["a-base", "b-middle", "c-top"];
+    store
+        .write_meta(|m| {
+            for id in chain {
+                m.hold_snapshot(id, &SnapshotHolder::Named("container:gone".into()))?;
+                m.release_snapshot(id, &SnapshotHolder::Named("container:gone".into()))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut alive: Vec<&str> = chain.to_vec();
+    let report = store
+        .gc(&GcOptions::default(), &mut |s| {
+            let pos = alive.iter().position(|a| *a == s).unwrap();
+            if pos + 1 != alive.len() {
+                return Err(StoreError::Invalid(format!("{s} has children")));
+            }
+            alive.pop();
+            Ok(())
+        })
+        .unwrap();
+    assert!(alive.is_empty(), "left behind: {alive:?}");
+    assert_eq!(report.removed_snapshots, ["c-top", "b-middle", "a-base"]);
+    assert!(store.read_meta(|m| m.snapshots()).unwrap().is_empty());
+}
+
+#[test]
 fn threads_share_the_store_without_losing_updates() {
     let (_tmp, store) = new_store();
     let base = image(&store, Some("base"), b"base");

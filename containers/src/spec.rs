@@ -1,0 +1,116 @@
+//! A container's OCI runtime spec: Docker's defaults (the runtime's `default_spec`) plus the
+//! container's command, environment, user, mounts, network and limits.
+
+use std::path::Path;
+
+use strata_runtime::Spec;
+use strata_runtime::etc::{EtcFiles, mount_etc_files};
+use strata_runtime::spec::{
+    DEFAULT_PATH_ENV, Limits, Network, add_bind, add_tmpfs, default_spec, set_limits, set_network,
+    set_user,
+};
+use strata_runtime::user::resolve_user;
+
+use crate::error::{Error, Result, io_err};
+use crate::options::merge_env;
+use crate::record::{ContainerConfig, MountKind, NetworkMode};
+use crate::volumes::Volumes;
+
+/// CPU period for `--cpus` (Docker's 100 ms).
+const CPU_PERIOD: u64 = 100_000;
+
+/// The command's environment as Docker makes it: `PATH` (unless the config sets it),
+/// `HOSTNAME`, `TERM=xterm` with a terminal, then the config's `Env`.
+pub(crate) fn process_env(config: &ContainerConfig) -> Vec<String> {
+    let mut env = vec![
+        DEFAULT_PATH_ENV.to_string(),
+        format!("HOSTNAME={}", config.config.hostname),
+    ];
+    if config.config.tty {
+        env.push("TERM=xterm".into());
+    }
+    merge_env(&mut env, &config.config.env);
+    env
+}
+
+/// Builds the spec for one run of `config` over the mounted `rootfs`; generated `/etc` files go
+/// to `state_dir`.
+pub(crate) fn build(
+    config: &ContainerConfig,
+    rootfs: &Path,
+    state_dir: &Path,
+    volumes: &Volumes,
+) -> Result<Spec> {
+    let args: Vec<String> = std::iter::once(config.path.clone())
+        .chain(config.args.iter().cloned())
+        .collect();
+    let mut spec = default_spec(rootfs, args);
+    let network = match config.host.network {
+        NetworkMode::Private => Network::Private,
+        NetworkMode::Host => Network::Host,
+        NetworkMode::None => Network::None,
+    };
+    set_network(&mut spec, network);
+
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_env(Some(process_env(config)));
+    process.set_terminal(Some(config.config.tty));
+    let cwd = if config.config.working_dir.is_empty() {
+        "/"
+    } else {
+        &config.config.working_dir
+    };
+    process.set_cwd(cwd.into());
+    spec.set_process(Some(process));
+    let user =
+        resolve_user(rootfs, &config.config.user).map_err(|e| Error::Invalid(e.to_string()))?;
+    set_user(&mut spec, &user);
+
+    if config.host.read_only {
+        let mut root = spec.root().clone().unwrap_or_default();
+        root.set_readonly(Some(true));
+        spec.set_root(Some(root));
+    }
+    let etc = EtcFiles {
+        hostname: config.config.hostname.clone(),
+        extra_hosts: Vec::new(),
+        network,
+        hostname_file: true,
+        readonly: false,
+    };
+    mount_etc_files(&mut spec, state_dir, &etc)
+        .map_err(io_err("writing /etc files in", state_dir))?;
+    for m in &config.host.mounts {
+        let destination = Path::new(&m.destination);
+        match m.kind {
+            MountKind::Bind => add_bind(&mut spec, Path::new(&m.source), destination, m.read_only),
+            MountKind::Volume => {
+                let volume = volumes.get(&m.source)?;
+                add_bind(&mut spec, &volume.mountpoint, destination, m.read_only);
+            }
+            MountKind::Tmpfs => {
+                let options: Vec<&str> = m.options.iter().map(String::as_str).collect();
+                add_tmpfs(&mut spec, destination, &options);
+            }
+        }
+    }
+    let limits = Limits {
+        memory: config.host.memory,
+        pids: config.host.pids_limit,
+        cpu_quota: config
+            .host
+            .nano_cpus
+            .map(|n| n * CPU_PERIOD as i64 / 1_000_000_000),
+        cpu_period: config.host.nano_cpus.map(|_| CPU_PERIOD),
+        ..Limits::default()
+    };
+    if limits != Limits::default() {
+        set_limits(&mut spec, &limits);
+    }
+    // Its own cgroup (limits or not), named after the container: `exec` joins it, and a
+    // leftover of a killed run is reused by the next.
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(format!("strata/{}", config.id).into()));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}

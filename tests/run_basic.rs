@@ -1,0 +1,281 @@
+//! `strata run` in the foreground: output, exit codes, Docker's command/env/user/workdir rules,
+//! the errors that leave nothing behind, `create` + `start -a`, restart policies, inspect.
+
+mod run_support;
+mod store_support;
+
+use std::time::Duration;
+
+use run_support::{Env, stderr, stdout};
+
+#[test]
+fn run_rm_prints_output_and_passes_exit_codes_through() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    assert_eq!(env.ok(&["run", "--rm", "bb", "echo", "hello"]), "hello\n");
+    let out = env.output(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // Killed by a signal: 128 + n, as a shell reports it.
+    let out = env.output(&["run", "--rm", "bb", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+    // A command that does not exist: Docker's 127 and message.
+    let (code, err) = env.fails(&["run", "--rm", "bb", "no-such-command"]);
+    assert_eq!(code, 127);
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
+    // Options end at the image: the rest belongs to the command.
+    assert_eq!(env.ok(&["run", "--rm", "bb", "echo", "-n", "--rm"]), "--rm");
+    // --rm left nothing.
+    assert_eq!(env.all_ids(), Vec::<String>::new());
+    let snapshots: Vec<String> = std::fs::read_dir(env.path().join("snapshots/s"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        snapshots.iter().all(|s| s.starts_with("sha256-")),
+        "only the image's layer snapshot stays: {snapshots:?}"
+    );
+    // The input reaches the command with -i.
+    let mut child = env
+        .cmd(&["run", "--rm", "-i", "bb", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "SHOUT\n");
+}
+
+#[test]
+fn command_env_user_and_workdir_combine_as_in_docker() {
+    let env = Env::new();
+    env.image(
+        "app",
+        &[
+            r#"ENTRYPOINT ["/bin/echo", "entry"]"#,
+            r#"CMD ["default"]"#,
+            "ENV GREETING=hi PATH=/usr/bin:/bin",
+            "WORKDIR /tmp",
+        ],
+    );
+    assert_eq!(env.ok(&["run", "--rm", "app"]), "entry default\n");
+    assert_eq!(env.ok(&["run", "--rm", "app", "given"]), "entry given\n");
+    // --entrypoint drops the image's CMD.
+    assert_eq!(
+        env.ok(&["run", "--rm", "--entrypoint", "pwd", "app"]),
+        "/tmp\n"
+    );
+    let script = "echo $GREETING $EXTRA $FROM_FILE $HOSTNAME; pwd; id -u; cat /etc/hostname";
+    let env_file = env.path().with_file_name("env.list");
+    std::fs::write(&env_file, "# a comment\nFROM_FILE=file\n\n").unwrap();
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "",
+        "-e",
+        "EXTRA=x",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-w",
+        "/etc",
+        "-u",
+        "65534:65534",
+        "--hostname",
+        "box",
+        "app",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out, "hi x file box\n/etc\n65534\nbox\n");
+    // Without --hostname the host name is the short ID.
+    let id = env.ok(&["create", "app"]).trim().to_string();
+    let config = env.inspect(&id);
+    assert_eq!(config["Config"]["Hostname"], id[..12]);
+    assert_eq!(config["Path"], "/bin/echo");
+    assert_eq!(config["Args"], serde_json::json!(["entry", "default"]));
+    assert_eq!(config["State"]["Status"], "created");
+    let (_, err) = env.fails(&["run", "--rm", "--entrypoint", "", "app"]);
+    assert!(err.contains("no command specified"), "{err}");
+}
+
+#[test]
+fn errors_are_clear_and_leave_nothing_half_created() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let (code, err) = env.fails(&["run", "--rm", "not-there"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("Unable to find image 'not-there'") && err.contains("strata pull"),
+        "{err}"
+    );
+    env.ok(&["create", "--name", "taken", "bb"]);
+    let (code, err) = env.fails(&["run", "--name", "taken", "bb", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains(r#"The container name "/taken" is already in use by container"#),
+        "{err}"
+    );
+    let (_, err) = env.fails(&["run", "--rm", "-v", "/no/such/dir:/data", "bb", "true"]);
+    assert!(
+        err.contains("bind source path does not exist: /no/such/dir"),
+        "{err}"
+    );
+    let (_, err) = env.fails(&["run", "--rm", "--name", "x", "bb", "true"]);
+    assert!(err.contains("Invalid container name (x)"), "{err}");
+    let (_, err) = env.fails(&["run", "--rm", "--restart", "always", "bb", "true"]);
+    assert!(
+        err.contains("Conflicting options: --restart and --rm"),
+        "{err}"
+    );
+    // Only the container made on purpose exists, and no volume was left behind.
+    assert_eq!(env.all_ids().len(), 1);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "");
+    // Names and ID prefixes resolve; an unknown one is Docker's message.
+    let id = env.all_ids().remove(0);
+    for name in ["taken", &id[..12], &id[..5], &id] {
+        assert_eq!(env.inspect(name)["Id"], id.as_str());
+    }
+    let (_, err) = env.fails(&["rm", "nobody"]);
+    assert!(err.contains("No such container: nobody"), "{err}");
+    let (_, err) = env.fails(&["inspect", "nobody"]);
+    assert!(err.contains("No such image: nobody"), "{err}");
+    let (_, err) = env.fails(&["inspect", "--type", "container", "bb"]);
+    assert!(err.contains("No such container: bb"), "{err}");
+    // The image is in use: rmi needs -f.
+    let (_, err) = env.fails(&["rmi", "bb"]);
+    assert!(err.contains("must be forced"), "{err}");
+    // inspect without --type finds images too.
+    let image: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["inspect", "bb"])).unwrap();
+    assert!(image[0]["RootFS"]["Layers"].is_array());
+}
+
+#[test]
+fn create_start_attach_and_restart_policies() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let id = env
+        .ok(&[
+            "create",
+            "--name",
+            "later",
+            "bb",
+            "sh",
+            "-c",
+            "echo started; exit 4",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let out = env.output(&["start", "-a", "later"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(stdout(&out), "started\n");
+    let state = env.inspect("later")["State"].clone();
+    assert_eq!(state["Status"], "exited");
+    assert_eq!(state["ExitCode"], 4);
+    // The log kept what the attached run printed.
+    assert_eq!(env.ok(&["logs", "later"]), "started\n");
+
+    // on-failure:2 restarts twice, then gives up.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "bb",
+        "sh",
+        "-c",
+        "echo attempt; exit 1",
+    ]);
+    assert_eq!(env.ok(&["wait", "flaky"]).trim(), "1");
+    env.until("the restarts", Duration::from_secs(10), || {
+        let c = env.inspect("flaky");
+        c["State"]["Status"] == "exited" && c["RestartCount"] == 2
+    });
+    assert_eq!(env.ok(&["logs", "flaky"]), "attempt\nattempt\nattempt\n");
+}
+
+#[test]
+fn inspect_and_ps_have_dockers_shape() {
+    let env = Env::new();
+    env.image("bb", &["EXPOSE 9000", r#"CMD ["sh"]"#]);
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "shaped",
+            "-l",
+            "team=a",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "bb",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo read-only; touch /scratch/y && echo tmpfs-ok; sleep 30",
+        ])
+        .trim()
+        .to_string();
+    env.until("the output", Duration::from_secs(5), || {
+        env.ok(&["logs", "shaped"]) == "read-only\ntmpfs-ok\n"
+    });
+    let c = env.inspect("shaped");
+    assert_eq!(c["Id"], id.as_str());
+    assert_eq!(c["Name"], "/shaped");
+    assert_eq!(c["State"]["Running"], true);
+    assert!(c["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(c["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(c["HostConfig"]["PidsLimit"], 50);
+    assert_eq!(c["HostConfig"]["ReadonlyRootfs"], true);
+    assert_eq!(c["Config"]["Labels"]["team"], "a");
+    assert!(
+        c["LogPath"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{id}-json.log"))
+    );
+    assert!(c["Image"].as_str().unwrap().starts_with("sha256:"));
+    let ps = env.ok(&["ps"]);
+    let mut lines = ps.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("CONTAINER ID   IMAGE     COMMAND"),
+        "{ps}"
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]), "{ps}");
+    assert!(row.contains("\"sh -c touch /x 2>/d…\""), "{ps}");
+    assert!(row.contains("Up "), "{ps}");
+    assert!(row.contains("9000/tcp"), "{ps}");
+    assert!(row.ends_with("shaped"), "{ps}");
+    let json: serde_json::Value =
+        serde_json::from_str(env.ok(&["ps", "--format", "json"]).trim()).unwrap();
+    assert_eq!(json["ID"], &id[..12]);
+    assert_eq!(json["Names"], "shaped");
+    assert_eq!(json["State"], "running");
+    assert_eq!(json["Labels"], "team=a");
+    assert_eq!(env.ok(&["ps", "-q"]).trim(), &id[..12]);
+    env.ok(&["kill", "shaped"]);
+    assert_eq!(env.ok(&["wait", "shaped"]).trim(), "137");
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+}

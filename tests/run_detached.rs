@@ -1,0 +1,185 @@
+//! Detached containers: their monitor outlives the starting process, `logs -f` follows them,
+//! `stop` honours STOPSIGNAL and `-t`, and a killed monitor leaves a state `ps`/`rm` clean up.
+
+mod run_support;
+mod store_support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use run_support::Env;
+
+/// A command that prints a line every 50 ms.
+const TICKER: &str = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done";
+
+#[test]
+fn detached_logs_follow_then_stop_honours_stopsignal_and_timeout() {
+    let env = Env::new();
+    env.image(
+        "sig",
+        &[
+            "STOPSIGNAL SIGUSR1",
+            r#"CMD ["sh", "-c", "trap 'echo got usr1; exit 3' USR1; echo ready; while true; do sleep 0.05; done"]"#,
+        ],
+    );
+    let id = env
+        .ok(&["run", "-d", "--name", "svc", "sig"])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    // logs -f streams what the container writes and ends when it stops.
+    let mut follow = env
+        .cmd(&["logs", "-f", "svc"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // STOPSIGNAL: the trap ends the container at once, far within the default 10 s.
+    let started = Instant::now();
+    assert_eq!(env.ok(&["stop", "svc"]).trim(), "svc");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(lines.next().unwrap().unwrap(), "got usr1");
+    assert!(lines.next().is_none(), "logs -f ends with the container");
+    assert!(follow.wait().unwrap().success());
+    let state = env.inspect("svc")["State"].clone();
+    assert_eq!(
+        (state["Status"].as_str(), state["ExitCode"].as_i64()),
+        (Some("exited"), Some(3))
+    );
+    assert_eq!(env.ok(&["wait", "svc"]).trim(), "3");
+
+    // A command that ignores the stop signal is killed after -t seconds.
+    env.image("plain", &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "plain",
+        "sh",
+        "-c",
+        "trap '' TERM; echo up; while true; do sleep 0.05; done",
+    ]);
+    env.until("the container to start", Duration::from_secs(5), || {
+        env.ok(&["logs", "stubborn"]) == "up\n"
+    });
+    let started = Instant::now();
+    env.ok(&["stop", "-t", "1", "stubborn"]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(4),
+        "stop -t 1 took {took:?}"
+    );
+    assert_eq!(env.inspect("stubborn")["State"]["ExitCode"], 137);
+
+    // rm removes the containers, their snapshots and their log.
+    let (_, err) = env.fails(&["stop", "nobody"]);
+    assert!(err.contains("No such container"), "{err}");
+    env.ok(&["rm", "svc", "stubborn"]);
+    assert!(env.all_ids().is_empty());
+    assert!(!env.path().join("containers").join(&id).exists());
+    assert!(
+        !env.path()
+            .join(format!("snapshots/s/container-{id}"))
+            .exists()
+    );
+}
+
+#[test]
+fn a_container_outlives_its_starter_and_later_commands_see_it() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    // The starter runs in its own process group, which is killed whole once it returned.
+    let starter = env
+        .cmd(&["run", "-d", "--name", "lasting", "bb", "sh", "-c", TICKER])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = starter.id() as i32;
+    let starter = starter.wait_with_output().unwrap();
+    assert!(starter.status.success());
+    // SAFETY: kill(2) of the starter's process group (nothing of the container is in it).
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let id = String::from_utf8(starter.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let monitor = env.state(&id)["monitor_pid"].as_i64().unwrap() as i32;
+    let status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("PPid:") && !l.ends_with(&format!("\t{}", std::process::id()))),
+        "the monitor is not a child of the test"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains("lasting") && ps.contains("Up "), "{ps}");
+    let logs = env.ok(&["logs", "--tail", "2", "-t", "lasting"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert!(lines[1].contains("Z tick "), "{logs}");
+    // The log file is Docker's json-file format.
+    let raw =
+        std::fs::read_to_string(env.path().join(format!("containers/{id}/{id}-json.log"))).unwrap();
+    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(first["log"], "tick 0\n");
+    assert_eq!(first["stream"], "stdout");
+    // restart gives the same container a new run.
+    let before = env.inspect("lasting")["State"]["Pid"].clone();
+    env.ok(&["restart", "-t", "0", "lasting"]);
+    let after = env.inspect("lasting");
+    assert_eq!(after["State"]["Running"], true);
+    assert_ne!(after["State"]["Pid"], before);
+    env.ok(&["rm", "-f", "lasting"]);
+    // -d -i keeps stdin open: a shell waiting for input stays up (and -t gives it a terminal).
+    env.ok(&["run", "-d", "-i", "--name", "shell", "bb", "sh"]);
+    env.ok(&["run", "-d", "-i", "-t", "--name", "term", "bb", "sh"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["shell", "term"] {
+        assert_eq!(env.inspect(name)["State"]["Running"], true, "{name}");
+    }
+}
+
+#[test]
+fn a_killed_monitor_leaves_a_state_ps_and_rm_clean_up() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let id = env
+        .ok(&["run", "-d", "--name", "orphan", "bb", "sleep", "1000"])
+        .trim()
+        .to_string();
+    let state = env.state(&id);
+    let monitor = state["monitor_pid"].as_i64().unwrap() as i32;
+    let init = state["pid"].as_i64().unwrap() as i32;
+    let rootfs = state["rootfs"].as_str().unwrap().to_string();
+    // SAFETY: kill(2) of the monitor this test started.
+    assert_eq!(unsafe { libc::kill(monitor, libc::SIGKILL) }, 0);
+    // The container dies with its monitor (the sandbox helper sees the control socket close).
+    env.until("the container to die", Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{init}")).exists()
+    });
+    // state.json still says running; ps corrects it and unmounts the rootfs.
+    assert_eq!(env.state(&id)["status"], "running");
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    let state = env.inspect("orphan")["State"].clone();
+    assert_eq!(state["Running"], false);
+    assert!(
+        state["Error"].as_str().unwrap().contains("monitor"),
+        "{state}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&rootfs), "the rootfs is still mounted");
+    // It can run again, and be removed.
+    env.ok(&["start", "orphan"]);
+    assert_eq!(env.inspect("orphan")["State"]["Running"], true);
+    env.ok(&["kill", "orphan"]);
+    env.ok(&["wait", "orphan"]);
+    env.ok(&["rm", "orphan"]);
+    assert!(env.all_ids().is_empty());
+}

@@ -1,0 +1,321 @@
+//! What containers keep: volumes (named, anonymous, filled from the image), commit, cp (safe
+//! against the container's symlinks), memory limits, and garbage collection of snapshots.
+
+mod run_support;
+mod store_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use run_support::Env;
+
+#[test]
+fn a_named_volume_keeps_its_data_across_containers() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "bb",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "-v", "data:/data:ro", "bb", "cat", "/data/f"]),
+        "kept\n"
+    );
+    let (_, err) = env.fails(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "bb",
+        "touch",
+        "/data/g",
+    ]);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // A new volume is filled from what the image has at the mount point.
+    assert_eq!(
+        env.ok(&["run", "--rm", "-v", "etc:/etc", "bb", "cat", "/etc/passwd"]),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+    let etc = env.path().join("volumes/etc/_data");
+    assert!(etc.join("group").is_file());
+    // ls, inspect, rm refused while used, rm, prune.
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "data\netc\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["volume", "inspect", "data"])).unwrap();
+    assert_eq!(inspect[0]["Driver"], "local");
+    assert_eq!(
+        inspect[0]["Mountpoint"].as_str().unwrap(),
+        env.path().join("volumes/data/_data").to_str().unwrap()
+    );
+    env.ok(&["create", "--name", "user", "-v", "data:/data", "bb"]);
+    let (_, err) = env.fails(&["volume", "rm", "data"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    env.ok(&["rm", "user"]);
+    env.ok(&["volume", "rm", "data"]);
+    let (_, err) = env.fails(&["volume", "inspect", "data"]);
+    assert!(err.contains("no such volume"), "{err}");
+    // Image VOLUMEs become anonymous volumes; rm -v removes them, prune the unused rest.
+    env.image("withvol", &["VOLUME /cache", r#"CMD ["sh"]"#]);
+    let id = env
+        .ok(&["create", "withvol", "sh", "-c", "echo x > /cache/y"])
+        .trim()
+        .to_string();
+    let mounts = env.inspect(&id)["Mounts"].clone();
+    let anonymous = mounts[0]["Name"].as_str().unwrap().to_string();
+    assert_eq!(
+        (anonymous.len(), mounts[0]["Destination"].as_str()),
+        (64, Some("/cache"))
+    );
+    env.ok(&["start", "-a", &id]);
+    env.ok(&["rm", "-v", &id]);
+    assert!(!env.ok(&["volume", "ls", "-q"]).contains(&anonymous));
+    env.ok(&["run", "--rm", "-v", "/scratch", "bb", "true"]);
+    env.ok(&["volume", "create", "named"]);
+    let pruned = env.ok(&["volume", "prune", "-f"]);
+    assert!(
+        pruned.starts_with("Total reclaimed space"),
+        "--rm removed the anonymous one: {pruned}"
+    );
+    let pruned = env.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(
+        pruned.contains("Deleted Volumes:\netc\nnamed\n"),
+        "{pruned}"
+    );
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "");
+}
+
+#[test]
+fn commit_makes_an_image_that_runs_with_the_changes() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "--name",
+        "changer",
+        "-e",
+        "KEPT=yes",
+        "bb",
+        "sh",
+        "-c",
+        "echo changed > /etc/motd; rm /etc/group; mkdir -p /srv/app",
+    ]);
+    let id = env
+        .ok(&[
+            "commit",
+            "-m",
+            "my change",
+            "-c",
+            "WORKDIR /srv/app",
+            "changer",
+            "mine:v1",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "mine:v1",
+        "sh",
+        "-c",
+        "cat /etc/motd; test -e /etc/group || echo group-gone; pwd; echo $KEPT",
+    ]);
+    assert_eq!(out, "changed\ngroup-gone\n/srv/app\nyes\n");
+    let history = env.ok(&["history", "mine:v1"]);
+    assert!(history.contains("my change"), "{history}");
+    let image: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["inspect", "mine:v1"])).unwrap();
+    assert_eq!(image[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    // A running container commits as it is.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "bb",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 100",
+    ]);
+    env.until("the file", Duration::from_secs(5), || {
+        env.output(&["exec", "live", "test", "-e", "/live"])
+            .status
+            .success()
+    });
+    env.ok(&["commit", "live", "mine:v2"]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "mine:v2", "cat", "/live"]),
+        "live\n"
+    );
+}
+
+#[test]
+fn cp_copies_both_ways_and_never_follows_the_containers_links_out() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let host = work.path();
+    std::fs::write(host.join("secret"), "host secret\n").unwrap();
+    let secret = host.join("secret");
+    let setup = format!(
+        "mkdir -p /d/sub && echo inner > /d/sub/f && ln -s {s} /d/link && ln -s {h} /escape \
+         && ln -s ../../../../../../../..{h} /up && ln -s {s} /leak && echo up; exec sleep 100",
+        s = secret.display(),
+        h = host.display()
+    );
+    env.ok(&[
+        "run", "-d", "--name", "box", "-v", "vol:/vol", "bb", "sh", "-c", &setup,
+    ]);
+    env.until("the setup", Duration::from_secs(5), || {
+        env.ok(&["logs", "box"]) == "up\n"
+    });
+
+    // Out of a running container: a directory with its links as links.
+    let out = host.join("out");
+    std::fs::create_dir(&out).unwrap();
+    env.ok(&["cp", "box:/d", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("d/sub/f")).unwrap(),
+        "inner\n"
+    );
+    assert_eq!(std::fs::read_link(out.join("d/link")).unwrap(), secret);
+    // A link as the source is copied as a link; -L follows it inside the container only.
+    env.ok(&["cp", "box:/leak", out.join("leak").to_str().unwrap()]);
+    assert!(
+        std::fs::symlink_metadata(out.join("leak"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let (_, err) = env.fails(&[
+        "cp",
+        "-L",
+        "box:/leak",
+        out.join("followed").to_str().unwrap(),
+    ]);
+    assert!(!out.join("followed").exists(), "{err}");
+
+    // Into the container: through a link that points at the host path, the write stays in
+    // the container (where that path does not exist) and never reaches the host directory.
+    std::fs::create_dir(host.join("src")).unwrap();
+    let planted = host.join("src/planted");
+    std::fs::write(&planted, "planted\n").unwrap();
+    let escapes = [
+        "box:/escape/planted",
+        "box:/up/planted",
+        "box:/escape/",
+        "box:/up/",
+    ];
+    for target in escapes {
+        let _ = env.output(&["cp", planted.to_str().unwrap(), target]);
+        assert!(!host.join("planted").exists(), "{target} escaped");
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret\n");
+    let file = host.join("payload");
+    std::fs::write(&file, "payload\n").unwrap();
+    env.ok(&["cp", file.to_str().unwrap(), "box:/tmp/"]);
+    env.ok(&["cp", out.join("d").to_str().unwrap(), "box:/copied"]);
+    let check = "cat /tmp/payload /copied/sub/f; readlink /copied/link; stat -c %u /tmp/payload";
+    let seen = env.ok(&["exec", "box", "sh", "-c", check]);
+    assert_eq!(seen, format!("payload\ninner\n{}\n0\n", secret.display()));
+    // Into a volume (visible through the running container's mounts).
+    env.ok(&["cp", file.to_str().unwrap(), "box:/vol/in-volume"]);
+    assert!(env.path().join("volumes/vol/_data/in-volume").is_file());
+
+    // A stopped container: its snapshot and volumes are mounted for the copy.
+    env.ok(&["stop", "-t", "0", "box"]);
+    env.ok(&[
+        "cp",
+        "box:/tmp/payload",
+        out.join("from-stopped").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("from-stopped")).unwrap(),
+        "payload\n"
+    );
+    env.ok(&[
+        "cp",
+        "box:/vol/in-volume",
+        out.join("vol-file").to_str().unwrap(),
+    ]);
+    for target in escapes {
+        let _ = env.output(&["cp", planted.to_str().unwrap(), target]);
+        assert!(!host.join("planted").exists(), "{target} escaped (stopped)");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("container-"),
+        "cp left the snapshot mounted"
+    );
+}
+
+#[test]
+fn a_memory_limit_hit_is_reported_as_oom() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let out = env.output(&[
+        "run",
+        "--name",
+        "hungry",
+        "--memory",
+        "16m",
+        "bb",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(137));
+    let state = env.inspect("hungry")["State"].clone();
+    assert_eq!(state["OOMKilled"], true);
+    assert_eq!(state["ExitCode"], 137);
+    // Under the limit it runs fine.
+    env.ok(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "bb",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=8M",
+        "count=1",
+    ]);
+}
+
+#[test]
+fn removed_containers_and_images_give_their_snapshots_back_to_gc() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let id = env.ok(&["create", "bb", "true"]).trim().to_string();
+    let snapshots = |env: &Env| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(env.path().join("snapshots/s"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshots(&env);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.contains(&format!("container-{id}")));
+    let layer = before
+        .iter()
+        .find(|s| s.starts_with("sha256-"))
+        .unwrap()
+        .clone();
+    // The image is held by its container: pruning keeps it and its layer snapshot.
+    env.ok(&["image", "prune", "-a", "-f"]);
+    assert!(Path::new(&env.path().join("snapshots/s").join(&layer)).exists());
+    env.ok(&["rm", &id]);
+    assert_eq!(snapshots(&env), vec![layer]);
+    env.ok(&["rmi", "bb"]);
+    env.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(snapshots(&env), Vec::<String>::new());
+}
