@@ -1,8 +1,8 @@
 //! Layers and the snapshots they are unpacked into.
 //!
 //! A committed snapshot holds one layer on top of its parent and is named after the layer
-//! chain's OCI ChainID (`chain-<hex>`), so the same layers stacked the same way are one
-//! snapshot for every build, every image and `strata run`. Snapshots are made lazily: a base
+//! chain's OCI ChainID ([`strata_snapshotter::chain_snapshot_id`]), so the same layers stacked
+//! the same way are one snapshot for every build, every image and `strata run`. Snapshots are made lazily: a base
 //! image is unpacked only when a step needs its files, and each snapshot is held by its layer
 //! blob (`SnapshotHolder::Blob`), so garbage collection drops it with the blob.
 
@@ -10,8 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use strata_codec::sha256_digest;
-use strata_snapshotter::{LayerOptions, Snapshotter};
+use strata_snapshotter::{LayerOptions, Snapshotter, chain_ids, chain_snapshot_id};
 use strata_store::{Digest, Image, LayerRecord, Lease, SnapshotHolder, Store};
 
 use crate::error::{BuildError, Result};
@@ -75,22 +74,13 @@ pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
     })
 }
 
-/// The OCI ChainID of a stack of diffIDs (`None` for no layers).
-pub fn chain_id(diff_ids: &[&str]) -> Option<String> {
-    let (first, rest) = diff_ids.split_first()?;
-    let mut chain = first.to_string();
-    for d in rest {
-        chain = sha256_digest(format!("{chain} {d}").as_bytes()).to_string();
-    }
-    Some(chain)
-}
-
-/// The snapshot id for the top of a stack of layers (`None` for no layers).
+/// The snapshot id for the top of a stack of layers (`None` for no layers, or a bad diffID).
 pub fn snapshot_id(layers: &[Layer]) -> Option<String> {
-    let ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
-    let chain = chain_id(&ids)?;
-    let hex = chain.split_once(':').map_or(chain.as_str(), |(_, h)| h);
-    Some(format!("chain-{hex}"))
+    let diff_ids = layers
+        .iter()
+        .map(|l| l.diff_id.parse::<Digest>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    chain_ids(&diff_ids).last().map(chain_snapshot_id)
 }
 
 /// Metadata a build collects and writes in one transaction at its end.
@@ -170,26 +160,13 @@ impl LayerStore<'_> {
             let id = snapshot_id(&layers[..n]).unwrap_or_default();
             let parent = snapshot_id(&layers[..n - 1]);
             let digest = layer.parsed_digest()?;
-            let reader = self.store.open_blob(&digest)?;
-            match self
-                .snapshotter
-                .extract_layer(&id, parent.as_deref(), reader, None)
-            {
-                Ok((_, extracted)) => {
-                    if extracted.diff_id.to_string() != layer.diff_id {
-                        let _ = self.snapshotter.remove(&id);
-                        return Err(BuildError::Store(strata_store::StoreError::Invalid(
-                            format!(
-                                "layer {} unpacks to {}, but the image says {}",
-                                layer.digest, extracted.diff_id, layer.diff_id
-                            ),
-                        )));
-                    }
-                }
-                // Another build unpacked it meanwhile.
-                Err(strata_snapshotter::Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            let diff_id = parse_digest(&layer.diff_id)?;
+            self.snapshotter
+                .ensure_layer(&id, parent.as_deref(), &diff_id, || {
+                    self.store
+                        .open_blob(&digest)
+                        .map_err(|e| strata_snapshotter::Error::Read(std::io::Error::other(e)))
+                })?;
             self.hold(&id, digest);
         }
         Ok(Some(top))
@@ -240,55 +217,5 @@ impl LayerStore<'_> {
             uncompressed_size: Some(desc.uncompressed_size),
         });
         Ok(layer)
-    }
-}
-
-/// Makes sure an image's layers are unpacked into snapshots (for `strata run`) and returns the
-/// snapshot id of its whole stack (`None` for an image without layers). The holds are recorded
-/// at once.
-pub fn prepare_image_snapshot(
-    store: &Store,
-    snapshotter: &Snapshotter,
-    image: &Image,
-) -> Result<Option<String>> {
-    let lease = store.lease()?;
-    let pending = Mutex::new(Pending::default());
-    let unpacking = Mutex::new(());
-    let layers = Layer::of_image(image)?;
-    let ls = LayerStore {
-        store,
-        snapshotter,
-        lease: &lease,
-        options: LayerOptions::default(),
-        pending: &pending,
-        unpacking: &unpacking,
-    };
-    let id = ls.ensure_snapshot(&layers)?;
-    let pending = pending.into_inner().unwrap_or_else(|e| e.into_inner());
-    if !pending.holds.is_empty() {
-        store.write_meta(|m| {
-            for (s, h) in &pending.holds {
-                m.hold_snapshot(s, h)?;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_ids_follow_the_oci_definition() {
-        let a = "sha256:aaaa";
-        let b = "sha256:bbbb";
-        assert_eq!(chain_id(&[]), None);
-        assert_eq!(chain_id(&[a]).unwrap(), a);
-        assert_eq!(
-            chain_id(&[a, b]).unwrap(),
-            sha256_digest(b"sha256:aaaa sha256:bbbb").to_string()
-        );
     }
 }

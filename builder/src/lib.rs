@@ -11,7 +11,7 @@
 //!   -> context walked (stat cache), stages evaluated, every step's key computed
 //!   -> cache looked up (one read) -> stages run in parallel (bounded by jobs):
 //!        hit: the recorded layer; miss: snapshot of the parent stack -> RUN / COPY / WORKDIR
-//!        -> overlay diff -> layer blob -> snapshot committed as chain-<ChainID>
+//!        -> overlay diff -> layer blob -> snapshot committed as sha256-<ChainID hex>
 //!   -> config + manifest -> store (named) -> cache, holds, stat cache written (one write)
 //! ```
 
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, ImageConfig};
 pub use error::{BuildError, Result};
-pub use layers::{Layer, chain_id, prepare_image_snapshot, snapshot_id};
+pub use layers::{Layer, snapshot_id};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
 pub use strata_runtime::spec::Network;
 
@@ -91,6 +91,9 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// The network of RUN steps that do not ask for one (`--network`).
     pub network: Network,
+    /// `--pull`: ask the image provider for every base image named by tag, even when the store
+    /// has one, so a tag that moved on the registry is built from its new image.
+    pub pull: bool,
 }
 
 impl BuildRequest {
@@ -106,6 +109,7 @@ impl BuildRequest {
             tags: Vec::new(),
             no_cache: false,
             network: Network::Host,
+            pull: false,
         }
     }
 }

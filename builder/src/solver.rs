@@ -267,7 +267,17 @@ impl Planner<'_> {
         if let Some(i) = self.images.get(reference) {
             return Ok(i.clone());
         }
-        let image = match self.b.store.resolve_for(reference, &self.platform) {
+        let refresh = self.req.pull
+            && strata_store::reference::parse_normalized_named(reference)
+                .is_ok_and(|r| r.digest().is_none());
+        let local = if refresh {
+            Err(strata_store::StoreError::ImageNotFound(
+                reference.to_string(),
+            ))
+        } else {
+            self.b.store.resolve_for(reference, &self.platform)
+        };
+        let image = match local {
             Ok(i) => i,
             Err(strata_store::StoreError::ImageNotFound(_)) => {
                 self.b

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use strata_builder::{BuildRequest, Builder, Network};
 use strata_codec::Decoder;
+use strata_registry_client::PushOptions;
 use strata_snapshotter::{ExtractOptions, Snapshotter, WhiteoutMode};
 use strata_store::reference;
 
@@ -36,6 +37,13 @@ pub struct BuildArgs {
     /// Run every step, whatever the cache holds.
     #[arg(long)]
     no_cache: bool,
+    /// Pull every base image named by tag, even one the store has, so a moved tag is followed.
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to the registry of each `-t` name once it is built (only the layers the
+    /// registry lacks are uploaded).
+    #[arg(long)]
+    push: bool,
     /// The network of RUN steps: `host` (default, as BuildKit without a bridge) or `none`.
     #[arg(long, default_value = "host")]
     network: String,
@@ -161,6 +169,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = key_value("--label", l)?;
         labels.insert(k, v);
     }
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
+    }
     let mut tags = Vec::new();
     for t in &args.tags {
         let r =
@@ -236,6 +247,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         snapshotter,
         strata_runtime::Sandbox::new("/proc/self/exe"),
     );
+    builder = builder.with_image_provider(std::sync::Arc::new(super::pull::RegistryImages));
     if let Some(jobs) = args.jobs {
         builder = builder.with_jobs(jobs);
     }
@@ -249,6 +261,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         tags,
         no_cache: args.no_cache,
         network,
+        pull: args.pull,
     };
     let outcome = match builder.build(&request, &renderer) {
         Ok(o) => o,
@@ -264,6 +277,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if renderer.mode() == ProgressMode::Quiet {
         println!("{id}");
+    }
+    if args.push {
+        let store = builder.store();
+        for tag in &request.tags {
+            let quiet = renderer.mode() == ProgressMode::Quiet;
+            super::push::push_reference(
+                store,
+                &tag.tag_name_only(),
+                &PushOptions::default(),
+                quiet,
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

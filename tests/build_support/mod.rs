@@ -663,70 +663,18 @@ pub fn diff(a: &Value, b: &Value, o: &DiffOptions) -> Vec<String> {
 // Running a built image (what the golden checks call `docker run --rm --network=none`)
 // ------------------------------------------------------------------------------------------
 
-static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Runs image `reference` as `docker run --network=none IMAGE ARGS` would: entrypoint plus the
-/// args (or the image's CMD), its Env, User and WorkingDir, on a throwaway snapshot. Returns
-/// (exit code, stdout, stdout + stderr).
+/// Runs image `reference` as `docker run --rm --network=none IMAGE ARGS` does, through
+/// `strata run`. Returns (exit code, stdout, stdout + stderr).
 pub fn run_image(root: &Root, reference: &str, args: &[String]) -> (i32, String, String) {
-    use strata_runtime::spec;
-    let store = root.store();
-    let image = store.resolve(reference).expect("image to run");
-    let snapshotter = strata_snapshotter::Snapshotter::open(root.path().join("snapshots")).unwrap();
-    let parent = strata_builder::prepare_image_snapshot(&store, &snapshotter, &image).unwrap();
-    let active = format!(
-        "test-run-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    snapshotter.prepare(&active, parent.as_deref()).unwrap();
-    let mount = snapshotter.mount(&active).unwrap();
-    let cfg = &image.config_json["config"];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect()
-    };
-    let mut argv = strings(&cfg["Entrypoint"]);
-    if args.is_empty() {
-        argv.extend(strings(&cfg["Cmd"]));
-    } else {
-        argv.extend(args.iter().cloned());
-    }
-    let mut s = spec::default_spec(mount.path(), argv);
-    let mut process = s.process().clone().unwrap();
-    let env = strings(&cfg["Env"]);
-    if !env.is_empty() {
-        process.set_env(Some(env));
-    }
-    if let Some(wd) = cfg["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
-        process.set_cwd(wd.into());
-    }
-    s.set_process(Some(process));
-    let user =
-        strata_runtime::user::resolve_user(mount.path(), cfg["User"].as_str().unwrap_or_default())
-            .unwrap();
-    spec::set_user(&mut s, &user);
-    spec::set_network(&mut s, spec::Network::None);
-    let sandbox = strata_runtime::Sandbox::new(env!("CARGO_BIN_EXE_strata"));
-    let mut container = sandbox
-        .spawn(&s, strata_runtime::StdioSet::piped())
-        .unwrap();
-    let mut out_pipe = container.stdout.take().unwrap();
-    let mut err_pipe = container.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut e = String::new();
-        let _ = err_pipe.read_to_string(&mut e);
-        e
-    });
-    let mut out = String::new();
-    let _ = out_pipe.read_to_string(&mut out);
-    let err = reader.join().unwrap();
-    let exit = container.wait().unwrap();
-    drop(mount);
-    let _ = snapshotter.remove(&active);
-    let combined = format!("{out}{err}");
-    (exit.status.code, out, combined)
+    let output = root
+        .strata()
+        .args(["run", "--rm", "--network", "none", reference])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running strata run");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    let code = output.status.code().unwrap_or(-1);
+    (code, out.clone(), format!("{out}{err}"))
 }
