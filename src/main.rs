@@ -2,6 +2,7 @@
 //! anything worth testing on its own belongs in one of them.
 
 mod commands;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Print version information.
     Version,
+    /// Build an image from a Dockerfile and a context.
+    Build(commands::build::BuildArgs),
     /// Create an image from a rootfs tarball.
     Import(commands::import::ImportArgs),
     /// List images.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     commands::registry::set_offline(cli.offline);
     let result = match cli.command {
         Command::Version => commands::version::run(),
+        Command::Build(args) => commands::build::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),
         Command::Tag(args) => commands::tag::run_tag(args),

@@ -461,3 +461,84 @@ fn run_pulls_an_image_it_does_not_have() {
     assert!(err.contains("tools/none"), "{err}");
     assert_eq!(runner.ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn build_pulls_its_base_follows_a_moved_tag_with_pull_and_pushes_what_it_built() {
+    let registry = Registry::start(Auth::None, None);
+    let base = format!("{}/base/box:v1", registry.host());
+    let app = format!("{}/app/one:1", registry.host());
+    let pusher = Strata::new();
+    pusher.import_busybox(&base, &Platform::host().to_string());
+    pusher.ok(&["push", "-q", &base]);
+
+    // A fresh store: FROM pulls the base; --push uploads the new layer and mounts the base's
+    // layer from the repository it came from instead of uploading it again.
+    let builder = Strata::new();
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo one > /one\n"),
+    )
+    .unwrap();
+    let ctx = context.path().to_str().unwrap();
+    let err = builder.fails(&["build", "--push", ctx]);
+    assert!(err.contains("--push needs a name"), "{err}");
+    let seen = registry.requests().len();
+    let out = builder.output(&["build", "--progress", "plain", "--push", "-t", &app, ctx]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Downloaded newer image for"),
+        "{}",
+        text(&out)
+    );
+    let requests = requests_since(&registry, seen);
+    let uploads = requests
+        .iter()
+        .filter(|r| r.contains("POST /v2/app/one/blobs/uploads/"))
+        .collect::<Vec<_>>();
+    assert!(
+        uploads.iter().any(|r| r.contains("mount=")),
+        "the base layer is mounted: {requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("PUT /v2/app/one/manifests/1")),
+        "{requests:#?}"
+    );
+    let consumer = Strata::new();
+    let out = consumer.output(&["run", "--rm", &app, "cat", "/one"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
+
+    // The tag moves on the registry. Without --pull the build keeps the stored base (all
+    // cached); with --pull it follows the tag and the RUN step is redone on the new base.
+    let tar = registry_support::store_support::busybox_tar();
+    pusher.ok(&[
+        "import",
+        tar.to_str().unwrap(),
+        &base,
+        "--change",
+        "ENV MOVED=yes",
+    ]);
+    pusher.ok(&["push", "-q", &base]);
+    let env_of = |s: &Strata| {
+        let inspect: Value = json_of(s.ok(&["inspect", &app]).as_bytes());
+        inspect[0]["Config"]["Env"].to_string()
+    };
+    let out = builder.output(&["build", "--progress", "plain", "-t", &app, ctx]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!env_of(&builder).contains("MOVED"));
+    let out = builder.output(&["build", "--progress", "plain", "--pull", "-t", &app, ctx]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Downloaded newer image for"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        env_of(&builder).contains("MOVED=yes"),
+        "{}",
+        env_of(&builder)
+    );
+}

@@ -1,36 +1,13 @@
-//! An image's layers as a chain of committed snapshots, shared by every container (and build)
-//! over the same layers.
-//!
-//! A layer stack is named by its OCI ChainID (image-spec `config.md`):
-//! `ChainID(L0) = DiffID(L0)`, `ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))`,
-//! and its snapshot id is `sha256-<hex of the ChainID>` ([`chain_snapshot_id`]). The snapshot of
-//! layer n has the snapshot of the stack below it as parent, so equal stacks are unpacked once.
-//! Each layer snapshot is held in the store by `SnapshotHolder::Blob(layer digest)`: garbage
-//! collection deletes it with its layer blob.
+//! An image's layers as a chain of committed snapshots (named as
+//! [`strata_snapshotter::chain_snapshot_id`] says), shared by every container and build over
+//! the same layers. Each layer snapshot is held in the store by `SnapshotHolder::Blob(layer
+//! digest)`: garbage collection deletes it with its layer blob.
 
-use strata_codec::{Digest, sha256_digest};
-use strata_snapshotter::{Snapshotter, State};
+use strata_codec::Digest;
+use strata_snapshotter::{Snapshotter, chain_ids, chain_snapshot_id};
 use strata_store::{Image, Lease, SnapshotHolder, Store};
 
 use crate::error::{Error, Result};
-
-/// The ChainIDs of a layer stack, base first: one per layer.
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut chain: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let next = match chain.last() {
-            None => diff_id.clone(),
-            Some(below) => sha256_digest(format!("{below} {diff_id}").as_bytes()),
-        };
-        chain.push(next);
-    }
-    chain
-}
-
-/// The snapshot id of a layer stack: `sha256-<hex>` of its ChainID.
-pub fn chain_snapshot_id(chain_id: &Digest) -> String {
-    format!("{}-{}", chain_id.algorithm(), chain_id.digest())
-}
 
 /// Makes sure every layer of `image` is unpacked and held; returns the id of the top snapshot
 /// (`None` for an image without layers). Hold `lease` for as long as the result is used
@@ -62,25 +39,17 @@ pub fn unpack_image(
     let mut holds = Vec::new();
     for ((layer, diff_id), chain_id) in layers.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
         let id = chain_snapshot_id(&chain_id);
-        match snapshotter.info(&id) {
-            Ok(info) if info.state == State::Committed => {}
-            Ok(_) => {
-                return Err(Error::Invalid(format!(
-                    "snapshot {id} exists but is not committed"
+        let blob = layer.digest();
+        snapshotter.ensure_layer(&id, parent.as_deref(), diff_id, || {
+            if !store.has_blob(blob) {
+                return Err(strata_snapshotter::Error::Read(std::io::Error::other(
+                    format!("layer {blob} is not in the store (was the pull interrupted?)"),
                 )));
             }
-            Err(strata_snapshotter::Error::NotFound(_)) => {
-                extract(
-                    store,
-                    snapshotter,
-                    &id,
-                    parent.as_deref(),
-                    layer.digest(),
-                    diff_id,
-                )?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+            store
+                .open_blob(blob)
+                .map_err(|e| strata_snapshotter::Error::Read(std::io::Error::other(e)))
+        })?;
         holds.push((id.clone(), SnapshotHolder::Blob(layer.digest().clone())));
         parent = Some(id);
     }
@@ -102,57 +71,4 @@ pub fn unpack_image(
         })?;
     }
     Ok(parent)
-}
-
-fn extract(
-    store: &Store,
-    snapshotter: &Snapshotter,
-    id: &str,
-    parent: Option<&str>,
-    blob: &Digest,
-    diff_id: &Digest,
-) -> Result<()> {
-    if !store.has_blob(blob) {
-        return Err(Error::Invalid(format!(
-            "layer {blob} is not in the store (was the pull interrupted?)"
-        )));
-    }
-    let reader = store.open_blob(blob)?;
-    let extracted = match snapshotter.extract_layer(id, parent, reader, None) {
-        Ok((_, extracted)) => extracted,
-        // Another process unpacked the same stack meanwhile.
-        Err(strata_snapshotter::Error::AlreadyExists(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if &extracted.diff_id != diff_id {
-        let _ = snapshotter.remove(id);
-        return Err(Error::Invalid(format!(
-            "layer {blob} unpacks to diffID {}, but the image config says {diff_id}",
-            extracted.diff_id
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_ids_follow_the_image_spec() {
-        let a: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
-        let b: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
-        let chain = chain_ids(&[a.clone(), b.clone()]);
-        assert_eq!(chain[0], a);
-        assert_eq!(
-            chain[1],
-            sha256_digest(format!("{a} {b}").as_bytes()),
-            "ChainID(L0|L1) = sha256(ChainID(L0) + \" \" + DiffID(L1))"
-        );
-        assert_eq!(
-            chain_snapshot_id(&chain[0]),
-            format!("sha256-{}", "a".repeat(64))
-        );
-        assert!(chain_ids(&[]).is_empty());
-    }
 }

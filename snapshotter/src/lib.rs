@@ -4,6 +4,7 @@
 //! streaming hashing and parallel compression, and safe extraction of layers into directories.
 //! Everything here blocks: async callers run it on blocking threads.
 
+mod chain;
 mod changes;
 mod fsutil;
 mod layer_in;
@@ -12,6 +13,7 @@ mod overlay;
 mod snapshots;
 mod tarfmt;
 
+pub use chain::{chain_ids, chain_snapshot_id};
 pub use layer_in::{ExtractOptions, ExtractedLayer, WhiteoutMode, extract_layer};
 pub use layer_out::{Diff, LayerDescriptor, LayerOptions, write_layer};
 pub use overlay::Mount;
@@ -73,6 +75,12 @@ pub enum Error {
         root: PathBuf,
         recorded: Driver,
         requested: Driver,
+    },
+    #[error("layer of snapshot {id:?} unpacks to diffID {actual}, but the image says {expected}")]
+    DiffIdMismatch {
+        id: String,
+        expected: Digest,
+        actual: Digest,
     },
     #[error("mounting overlay at {target}: {source}")]
     Mount {

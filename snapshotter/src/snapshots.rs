@@ -78,7 +78,7 @@ pub enum State {
 }
 
 impl State {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             State::Active => "active",
             State::Committed => "committed",

@@ -88,8 +88,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
 fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
-    eprint!("{question}");
-    std::io::stderr().flush()?;
+    // Echo goes off before the question appears: whatever is typed as soon as the prompt
+    // shows must already be hidden.
     let saved = if echo {
         None
     } else {
@@ -99,6 +99,8 @@ fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
         tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turning echo off")?;
         Some(saved)
     };
+    eprint!("{question}");
+    std::io::stderr().flush()?;
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(saved) = saved {

@@ -1,5 +1,6 @@
 //! One module per command (or group of commands).
 
+pub mod build;
 pub mod commit;
 pub mod container_output;
 pub mod cp;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use strata_builder::{BuildError, ImageProvider};
 use strata_registry_client::pull_image;
-use strata_store::{Image, Platform, Store, reference};
+use strata_store::{Image, Platform, Reference, Store, reference};
 
 use super::image_output::open_store;
 use super::registry::{self, Mode, Progress};
@@ -66,20 +67,47 @@ pub fn run(args: PullArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pulls an image another command needs and does not have (`run`, `build`), saying so on
-/// stderr as `docker run` does, so the command's own output stays clean.
+/// Pulls an image another command needs and does not have (`run`), saying so on stderr as
+/// `docker run` does, so the command's own output stays clean.
 pub fn pull_missing(store: &Store, reference: &str, platform: &Platform) -> anyhow::Result<Image> {
-    let name = reference::parse_normalized_named(reference)
-        .with_context(|| format!("invalid reference format: {reference:?}"))?
-        .tag_name_only();
+    let name = parse_name(reference)?;
     eprintln!("Unable to find image '{}' locally", name.familiar_string());
+    pull_named(store, &name, platform)
+}
+
+fn parse_name(reference: &str) -> anyhow::Result<Reference> {
+    Ok(reference::parse_normalized_named(reference)
+        .with_context(|| format!("invalid reference format: {reference:?}"))?
+        .tag_name_only())
+}
+
+/// Pulls `name` without progress bars, then prints Docker's one-line status on stderr.
+fn pull_named(store: &Store, name: &Reference, platform: &Platform) -> anyhow::Result<Image> {
     let client = registry::client(None)?;
     let pulled = registry::runtime()?
-        .block_on(pull_image(store, &client, &name, platform))
+        .block_on(pull_image(store, &client, name, platform))
         .with_context(|| format!("pulling {}", name.familiar_string()))?;
-    eprintln!(
-        "Status: Downloaded newer image for {}",
-        name.familiar_string()
-    );
+    let status = if pulled.updated {
+        "Downloaded newer image for"
+    } else {
+        "Image is up to date for"
+    };
+    eprintln!("Status: {status} {}", name.familiar_string());
     Ok(pulled.image)
+}
+
+/// The builder's way to base images it lacks (or, with `build --pull`, every base named by
+/// tag): pull them from their registry.
+pub struct RegistryImages;
+
+impl ImageProvider for RegistryImages {
+    fn provide(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Image, BuildError> {
+        let pull = || pull_named(store, &parse_name(reference)?, platform);
+        pull().map_err(|e| BuildError::ImageNotFound(format!("{e:#}")))
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use strata_codec::Compression;
 use strata_registry_client::{ManifestFormat, PushOptions, push_image};
-use strata_store::reference;
+use strata_store::{Reference, Store, reference};
 
 use super::image_output::open_store;
 use super::registry::{self, Mode, Progress};
@@ -58,7 +58,19 @@ pub fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let store = open_store()?;
-    let progress = Progress::new(Mode::detect(args.quiet));
+    push_reference(&store, &destination, &options, args.quiet)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes the stored image named `destination` to its registry with Docker's output (`push`,
+/// `build --push`); `quiet` prints only the name, on stdout.
+pub fn push_reference(
+    store: &Store,
+    destination: &Reference,
+    options: &PushOptions,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let progress = Progress::new(Mode::detect(quiet));
     let client = registry::client(progress.callback())?;
     progress.println(&format!(
         "The push refers to repository [{}]",
@@ -66,15 +78,15 @@ pub fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
     ));
     let source = destination.to_string();
     let pushed =
-        registry::runtime()?.block_on(push_image(&store, &client, &source, &destination, &options));
+        registry::runtime()?.block_on(push_image(store, &client, &source, destination, options));
     progress.done();
     let pushed = pushed.with_context(|| format!("pushing {}", destination.familiar_string()))?;
     progress.println(&format!(
         "{}: digest: {} size: {}",
         pushed.tag, pushed.digest, pushed.size
     ));
-    if args.quiet {
+    if quiet {
         println!("{destination}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,0 +1,217 @@
+//! The build cache in the store's database: step key -> result, step identity -> the inputs of
+//! its last build (to explain the next miss), context directory -> stat cache.
+//!
+//! A result's layer blob is kept alive by a store GC root `cache:<key>`, so `strata system
+//! prune` (which drops every `cache:` root) and GC free what only the cache holds; a record
+//! whose blob is gone reads as a miss. Everything a build learns is written in one transaction
+//! at its end; a fully cached build writes nothing but what changed (usually nothing).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use strata_store::meta::CACHE_HOLDER_PREFIX;
+use strata_store::redb::{self, TableDefinition};
+use strata_store::{Store, StoreError, canonical_json};
+
+use crate::context::StatCache;
+use crate::error::Result;
+use crate::layers::{Layer, Pending};
+
+/// Bumped whenever the meaning of a key changes, so old entries stop matching.
+const KEY_VERSION: u32 = 1;
+
+/// step key -> [`CacheRecord`] (JSON).
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.cache");
+/// step identity -> [`StepRecord`] (JSON).
+const STEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.steps");
+/// context directory -> stat cache.
+const CONTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.contexts");
+
+/// What a step produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct CacheRecord {
+    pub layer: Layer,
+    /// When the layer was made (RFC 3339): the history's `created`, so a cached rebuild writes
+    /// the same config.
+    pub created: String,
+}
+
+/// Everything a step's key covers, kept to say what changed next time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StepInputs {
+    /// The operation after expansion (canonical JSON text).
+    pub op: String,
+    /// The key of what the step starts from (the previous step, or the stage's base).
+    pub parent: String,
+    /// The environment a RUN sees (build args included).
+    pub env: Vec<(String, String)>,
+    /// Build args the step uses.
+    pub build_args: BTreeMap<String, String>,
+    /// `USER`, `WORKDIR`, network...
+    pub settings: BTreeMap<String, String>,
+    /// What it reads besides its parent: (name, digest): the context files it selects, or a
+    /// stage's or image's key.
+    pub sources: Vec<(String, String)>,
+}
+
+impl StepInputs {
+    /// The step's cache key.
+    pub fn key(&self) -> String {
+        #[derive(Serialize)]
+        struct Keyed<'a> {
+            v: u32,
+            inputs: &'a StepInputs,
+        }
+        let bytes = canonical_json(&Keyed {
+            v: KEY_VERSION,
+            inputs: self,
+        })
+        .unwrap_or_default();
+        strata_codec::sha256_digest(&bytes).to_string()
+    }
+}
+
+/// The last build of a step identity (Dockerfile, stage, position).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct StepRecord {
+    pub key: String,
+    /// The instruction as written, to show what it was.
+    pub text: String,
+    pub inputs: StepInputs,
+    /// For a COPY from the context: one line per selected entry (path, type, mode, content
+    /// hash, link target), to name the files that change and to redo only them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest: Vec<String>,
+}
+
+/// What the cache knows about a planned build, read in one transaction.
+#[derive(Default)]
+pub(crate) struct Lookup {
+    pub results: HashMap<String, CacheRecord>,
+    pub steps: HashMap<String, StepRecord>,
+}
+
+fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the stat cache of a context directory.
+pub(crate) fn read_stat_cache(store: &Store, context: &str) -> Result<StatCache> {
+    Ok(store.read_meta(|m| {
+        let Some(t) = open(m.transaction(), CONTEXTS)? else {
+            return Ok(StatCache::default());
+        };
+        Ok(match t.get(context)? {
+            Some(v) => StatCache::decode(v.value()),
+            None => StatCache::default(),
+        })
+    })?)
+}
+
+/// Reads the results of `keys`.
+pub(crate) fn results(store: &Store, keys: &[&str]) -> Result<HashMap<String, CacheRecord>> {
+    Ok(lookup(store, keys, &[])?.results)
+}
+
+/// Reads the results of `keys` and the records of `identities`.
+pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[&str]) -> Result<Lookup> {
+    Ok(store.read_meta(|m| {
+        let mut out = Lookup::default();
+        if let Some(t) = open(m.transaction(), RESULTS)? {
+            for k in keys {
+                if let Some(v) = t.get(*k)?
+                    && let Ok(r) = serde_json::from_slice::<CacheRecord>(v.value())
+                {
+                    out.results.insert(k.to_string(), r);
+                }
+            }
+        }
+        if let Some(t) = open(m.transaction(), STEPS)? {
+            for id in identities {
+                if let Some(v) = t.get(*id)?
+                    && let Ok(r) = serde_json::from_slice::<StepRecord>(v.value())
+                {
+                    out.steps.insert(id.to_string(), r);
+                }
+            }
+        }
+        Ok(out)
+    })?)
+}
+
+/// What a build writes at its end.
+#[derive(Default)]
+pub(crate) struct Updates {
+    pub results: Vec<(String, CacheRecord)>,
+    pub steps: Vec<(String, StepRecord)>,
+    pub stat_cache: Option<(String, StatCache)>,
+}
+
+impl Updates {
+    pub fn is_empty(&self, pending: &Pending) -> bool {
+        self.results.is_empty()
+            && self.steps.is_empty()
+            && self.stat_cache.is_none()
+            && pending.holds.is_empty()
+            && pending.layers.is_empty()
+    }
+}
+
+/// Writes everything in one transaction.
+pub(crate) fn write(store: &Store, updates: &Updates, pending: &Pending) -> Result<()> {
+    if updates.is_empty(pending) {
+        return Ok(());
+    }
+    // These record types always serialize.
+    let json = |v: &dyn ErasedJson| v.to_json();
+    store.write_meta(|m| {
+        for l in &pending.layers {
+            m.record_layer(l)?;
+        }
+        for (snapshot, holder) in &pending.holds {
+            m.hold_snapshot(snapshot, holder)?;
+        }
+        {
+            let mut t = m.transaction().open_table(RESULTS)?;
+            for (key, record) in &updates.results {
+                t.insert(key.as_str(), json(record).as_slice())?;
+            }
+        }
+        for (key, record) in &updates.results {
+            let digest = record
+                .layer
+                .parsed_digest()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            m.add_root(&format!("{CACHE_HOLDER_PREFIX}{key}"), &digest)?;
+        }
+        {
+            let mut t = m.transaction().open_table(STEPS)?;
+            for (id, record) in &updates.steps {
+                t.insert(id.as_str(), json(record).as_slice())?;
+            }
+        }
+        if let Some((dir, cache)) = &updates.stat_cache {
+            let mut t = m.transaction().open_table(CONTEXTS)?;
+            t.insert(dir.as_str(), cache.encode().as_slice())?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+trait ErasedJson {
+    fn to_json(&self) -> Vec<u8>;
+}
+
+impl<T: Serialize> ErasedJson for T {
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,221 @@
+//! Layers and the snapshots they are unpacked into.
+//!
+//! A committed snapshot holds one layer on top of its parent and is named after the layer
+//! chain's OCI ChainID ([`strata_snapshotter::chain_snapshot_id`]), so the same layers stacked
+//! the same way are one snapshot for every build, every image and `strata run`. Snapshots are made lazily: a base
+//! image is unpacked only when a step needs its files, and each snapshot is held by its layer
+//! blob (`SnapshotHolder::Blob`), so garbage collection drops it with the blob.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use strata_snapshotter::{LayerOptions, Snapshotter, chain_ids, chain_snapshot_id};
+use strata_store::{Digest, Image, LayerRecord, Lease, SnapshotHolder, Store};
+
+use crate::error::{BuildError, Result};
+
+/// A layer of an image: what its manifest and config say about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The blob digest (`sha256:...`).
+    pub digest: String,
+    /// The digest of the uncompressed tar.
+    pub diff_id: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+impl Layer {
+    /// The layers of a stored image, base first.
+    pub fn of_image(image: &Image) -> Result<Vec<Layer>> {
+        let diff_ids = image.diff_ids();
+        let layers = image.manifest.layers();
+        if diff_ids.len() != layers.len() {
+            return Err(BuildError::Store(strata_store::StoreError::Invalid(
+                format!(
+                    "image {} lists {} diff_ids for {} layers",
+                    image.id(),
+                    diff_ids.len(),
+                    layers.len()
+                ),
+            )));
+        }
+        Ok(layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(l, d)| Layer {
+                digest: l.digest().to_string(),
+                diff_id: d.clone(),
+                media_type: l.media_type().to_string(),
+                size: l.size(),
+            })
+            .collect())
+    }
+
+    pub(crate) fn parsed_digest(&self) -> Result<Digest> {
+        parse_digest(&self.digest)
+    }
+
+    pub(crate) fn descriptor(&self) -> Result<oci_spec::image::Descriptor> {
+        Ok(oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::from(self.media_type.as_str()),
+            self.size,
+            self.parsed_digest()?,
+        ))
+    }
+}
+
+pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(|e| {
+        BuildError::Store(strata_store::StoreError::Invalid(format!(
+            "bad digest {s:?}: {e}"
+        )))
+    })
+}
+
+/// The snapshot id for the top of a stack of layers (`None` for no layers, or a bad diffID).
+pub fn snapshot_id(layers: &[Layer]) -> Option<String> {
+    let diff_ids = layers
+        .iter()
+        .map(|l| l.diff_id.parse::<Digest>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    chain_ids(&diff_ids).last().map(chain_snapshot_id)
+}
+
+/// Metadata a build collects and writes in one transaction at its end.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub holds: Vec<(String, SnapshotHolder)>,
+    pub layers: Vec<LayerRecord>,
+}
+
+static ACTIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of the ids of snapshots a step is writing (`build-<pid>-<n>`).
+pub(crate) const ACTIVE_PREFIX: &str = "build-";
+
+/// A fresh id for an active snapshot of this process.
+pub(crate) fn active_id() -> String {
+    format!(
+        "{ACTIVE_PREFIX}{}-{}",
+        std::process::id(),
+        ACTIVE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes active snapshots that processes which are gone left behind.
+pub(crate) fn remove_stale_actives(snapshotter: &Snapshotter) {
+    let Ok(list) = snapshotter.list() else { return };
+    for s in list {
+        let Some(rest) = s.id.strip_prefix(ACTIVE_PREFIX) else {
+            continue;
+        };
+        let alive = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = snapshotter.remove(&s.id);
+        }
+    }
+}
+
+/// Unpacks layers into snapshots on demand and writes new layers to the store.
+pub(crate) struct LayerStore<'a> {
+    pub store: &'a Store,
+    pub snapshotter: &'a Snapshotter,
+    pub lease: &'a Lease,
+    pub options: LayerOptions,
+    pub pending: &'a Mutex<Pending>,
+    /// One unpacking at a time in this process: stages sharing a base wait for each other
+    /// instead of unpacking it twice.
+    pub unpacking: &'a Mutex<()>,
+}
+
+impl LayerStore<'_> {
+    /// Makes sure the snapshot of `layers` (and of each prefix) exists, unpacking missing layers
+    /// from their blobs; returns its id (`None` for no layers).
+    pub fn ensure_snapshot(&self, layers: &[Layer]) -> Result<Option<String>> {
+        let Some(top) = snapshot_id(layers) else {
+            return Ok(None);
+        };
+        if self.snapshotter.info(&top).is_ok() {
+            return Ok(Some(top));
+        }
+        let _guard = self.unpacking.lock().unwrap_or_else(|e| e.into_inner());
+        // The highest prefix that exists already.
+        let mut have = 0;
+        for n in (1..=layers.len()).rev() {
+            if let Some(id) = snapshot_id(&layers[..n])
+                && self.snapshotter.info(&id).is_ok()
+            {
+                have = n;
+                break;
+            }
+        }
+        for n in have + 1..=layers.len() {
+            let layer = &layers[n - 1];
+            let id = snapshot_id(&layers[..n]).unwrap_or_default();
+            let parent = snapshot_id(&layers[..n - 1]);
+            let digest = layer.parsed_digest()?;
+            let diff_id = parse_digest(&layer.diff_id)?;
+            self.snapshotter
+                .ensure_layer(&id, parent.as_deref(), &diff_id, || {
+                    self.store
+                        .open_blob(&digest)
+                        .map_err(|e| strata_snapshotter::Error::Read(std::io::Error::other(e)))
+                })?;
+            self.hold(&id, digest);
+        }
+        Ok(Some(top))
+    }
+
+    fn hold(&self, snapshot: &str, blob: Digest) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.holds
+            .push((snapshot.to_string(), SnapshotHolder::Blob(blob)));
+    }
+
+    /// Writes active snapshot `active` (on top of `parent_layers`) as a layer blob, then commits
+    /// it as the snapshot of the new stack. Returns the new layer.
+    pub fn commit_active(&self, active: &str, parent_layers: &[Layer]) -> Result<Layer> {
+        let mut writer = self.store.blob_writer(self.lease)?;
+        let desc = self
+            .snapshotter
+            .write_layer(active, &self.options, &mut writer)?;
+        let info = writer.commit()?;
+        let media_type = desc
+            .compression
+            .oci_layer_media_type()
+            .unwrap_or("application/vnd.oci.image.layer.v1.tar")
+            .to_string();
+        let layer = Layer {
+            digest: info.digest.to_string(),
+            diff_id: desc.diff_id.to_string(),
+            media_type: media_type.clone(),
+            size: info.size,
+        };
+        let mut stack = parent_layers.to_vec();
+        stack.push(layer.clone());
+        let id = snapshot_id(&stack).unwrap_or_default();
+        match self.snapshotter.commit(active, &id) {
+            Ok(_) => {}
+            Err(strata_snapshotter::Error::AlreadyExists(_)) => {
+                let _ = self.snapshotter.remove(active);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.hold(&id, info.digest.clone());
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.layers.push(LayerRecord {
+            digest: info.digest,
+            diff_id: desc.diff_id,
+            media_type,
+            size: info.size,
+            uncompressed_size: Some(desc.uncompressed_size),
+        });
+        Ok(layer)
+    }
+}
