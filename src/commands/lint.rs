@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -72,6 +73,36 @@ pub fn lint(input: &LintInput, store: Option<&Store>) -> anyhow::Result<LintRepo
         }
     }
     Ok(strata_frontend::lint::check(&df, &opts))
+}
+
+/// `strata build --check`: the report as `docker build --check` prints it on standard output,
+/// the error (lint violations under `error=true`, or what stopped the check) on standard error.
+pub fn check(input: &LintInput, store: &Store) -> anyhow::Result<ExitCode> {
+    let report = lint(input, Some(store))?;
+    print!("{}", report.render());
+    if let Some(error) = report.render_error() {
+        if !report.warnings.is_empty() {
+            println!();
+        }
+        eprint!("{error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Before a build: one line per warning on standard error (none when `quiet`), and the failure
+/// when `error=true` makes warnings fatal. A check that cannot run stops nothing: the build
+/// reports its own errors.
+pub fn warn_before_build(input: &LintInput, store: &Store, quiet: bool) -> Option<ExitCode> {
+    let report = lint(input, Some(store)).ok()?;
+    if !quiet {
+        eprint!("{}", report.render_short());
+    }
+    if report.fails_build() {
+        eprint!("{}", report.render_error()?);
+        return Some(ExitCode::FAILURE);
+    }
+    None
 }
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile, else

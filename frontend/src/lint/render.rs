@@ -76,6 +76,26 @@ impl LintReport {
         out
     }
 
+    /// The warnings as a build lists them (BuildKit's progress output): a count, then one
+    /// [`LintWarning::short`] line each; empty when there are none.
+    pub fn render_short(&self) -> String {
+        let mut out = match self.warnings.len() {
+            0 => return String::new(),
+            1 => "1 warning found (use --check to expand):\n".to_string(),
+            n => format!("{n} warnings found (use --check to expand):\n"),
+        };
+        for w in &self.warnings {
+            let _ = writeln!(out, " - {}", w.short());
+        }
+        out
+    }
+
+    /// Whether the report fails a build that is not a `--check`: warnings under `error=true`.
+    /// (Other errors are the build's own to report.)
+    pub fn fails_build(&self) -> bool {
+        self.config.error && !self.warnings.is_empty()
+    }
+
     /// The error as `docker build --check` prints it on standard error, with the lines it is
     /// about when it has a location; `None` when the check did not fail.
     pub fn render_error(&self) -> Option<String> {
@@ -228,6 +248,11 @@ mod tests {
             "MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)"
         );
         assert!(report.render_error().is_none());
+        assert_eq!(
+            report.render_short(),
+            "1 warning found (use --check to expand):\n - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (line 2)\n"
+        );
+        assert!(!report.fails_build());
         assert_eq!(
             lint("FROM scratch\n").render(),
             "Check complete, no warnings found.\n"
