@@ -158,3 +158,68 @@ fn plan_errors_exit_one() {
     );
     assert!(err.contains("FORM x"), "the offending line is shown: {err}");
 }
+
+#[test]
+fn lint_prints_warnings_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# check=experimental=CopyIgnoredFile\nFROM scratch as Build\nCOPY app.env /\nCMD run\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".dockerignore"), "*.env\n").unwrap();
+    let out = stdout(
+        strata()
+            .env("STRATA_ROOT", dir.path().join("no-store"))
+            .args(["debug", "lint"])
+            .arg(dir.path()),
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rules: Vec<(&str, u64)> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["ruleName"].as_str().unwrap(),
+                w["location"]["start"]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("StageNameCasing", 2),
+            ("FromAsCasing", 2),
+            ("CopyIgnoredFile", 3),
+            ("JSONArgsRecommended", 4)
+        ]
+    );
+    let copy = &report["warnings"][2];
+    assert_eq!(
+        copy["detail"],
+        "Attempting to Copy file \"app.env\" that is excluded by .dockerignore"
+    );
+    assert_eq!(copy["location"]["file"], "Dockerfile");
+    assert_eq!(copy["location"]["end"]["column"], 14);
+    assert_eq!(report["error"], serde_json::Value::Null);
+    assert!(!dir.path().join("no-store").exists());
+
+    // `-f -` reads standard input; `error=true` makes warnings fail the check.
+    let out = strata()
+        .env("STRATA_ROOT", dir.path().join("no-store"))
+        .args(["debug", "lint", "-f", "-", "--build-arg"])
+        .arg("BUILDKIT_DOCKERFILE_CHECK=error=true")
+        .arg(dir.path())
+        .write_stdin("FROM scratch\nMAINTAINER me\n")
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        report["error"]["message"],
+        "lint violation found for rules: MaintainerDeprecated"
+    );
+}

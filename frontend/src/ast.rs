@@ -54,6 +54,10 @@ pub struct Node {
     pub end_line: usize,
     /// The span of the instruction in the file.
     pub span: Span,
+    /// BuildKit's `PrevComment`: the comment lines read since the previous instruction, text
+    /// after `#` trimmed. An empty comment (`#`) clears the list; parser directives are not in it.
+    /// Used for stage and ARG descriptions.
+    pub comments: Vec<String>,
 }
 
 impl Node {

@@ -52,6 +52,21 @@ pub struct ErrorLocation {
     source: Arc<str>,
 }
 
+impl ErrorLocation {
+    pub(crate) fn new(file: &str, source: &Arc<str>, span: Span) -> ErrorLocation {
+        ErrorLocation {
+            file: file.to_string(),
+            span,
+            source: source.clone(),
+        }
+    }
+
+    /// The whole text of the file the location is in.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
 impl fmt::Debug for ErrorLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ErrorLocation")
@@ -84,11 +99,7 @@ impl Error {
 
     pub(crate) fn at(mut self, file: &str, source: &Arc<str>, span: Span) -> Error {
         if self.location.is_none() {
-            self.location = Some(ErrorLocation {
-                file: file.to_string(),
-                span,
-                source: source.clone(),
-            });
+            self.location = Some(ErrorLocation::new(file, source, span));
         }
         self
     }

@@ -119,6 +119,19 @@ impl BaseState {
         add_or_replace(&mut self.env, k, v);
         self.arg_vars.insert(k.to_string());
     }
+
+    /// The names of `unset` that no ARG in scope declares (BuildKit's `reportUnmatchedVariables`
+    /// filter), without the ARGs BuildKit keeps out of the environment.
+    fn undeclared(&self, unset: &BTreeSet<String>) -> BTreeSet<String> {
+        unset
+            .iter()
+            .filter(|n| {
+                !NON_ENV_ARGS.contains(&n.as_str())
+                    && !self.build_args.iter().any(|a| &a.name == *n)
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 /// A typed `RUN` after expansion.
@@ -243,6 +256,11 @@ pub struct Step {
     pub workdir: String,
     /// Build args this step used, with their values.
     pub used_build_args: BTreeMap<String, String>,
+    /// Variables the step's expanded words referenced that neither the environment nor an ARG
+    /// declared in the stage defines (BuildKit's `UndefinedVar` input). Only words BuildKit
+    /// reports on: those of the instructions it expands one word at a time, heredoc sources and
+    /// ARG defaults; not `EXPOSE`.
+    pub undefined: BTreeSet<String>,
     /// The instruction after expansion.
     pub expanded: Expanded,
 }
@@ -267,17 +285,19 @@ fn instruction_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Instruction, message)
 }
 
-/// Expands words for one step, recording the variables it referenced.
+/// Expands words for one step, recording the variables it referenced, set or not.
 struct Expander<'a> {
     lexer: Lexer,
     env: &'a Vec<(String, String)>,
     matched: BTreeSet<String>,
+    unmatched: BTreeSet<String>,
 }
 
 impl Expander<'_> {
     fn word(&mut self, w: &str) -> Result<String, Error> {
         let e = self.lexer.process_word(w, self.env)?;
         self.matched.extend(e.matched);
+        self.unmatched.extend(e.unmatched);
         Ok(e.value)
     }
 
@@ -303,6 +323,7 @@ impl Expander<'_> {
             if s.expand {
                 let e = raw.process_word(&s.data, self.env)?;
                 self.matched.extend(e.matched);
+                self.unmatched.extend(e.unmatched);
                 s.data = e.value;
             }
             out.push(s);
@@ -416,11 +437,26 @@ pub fn evaluate_stage(
     stage: usize,
     base: BaseState,
 ) -> Result<EvaluatedStage, Error> {
+    let (steps, end) = evaluate_steps(df, plan, stage, base);
+    Ok(EvaluatedStage {
+        index: stage,
+        steps,
+        final_state: end?,
+    })
+}
+
+/// [`evaluate_stage`] that keeps the steps evaluated before an error: the linter reports on them
+/// as BuildKit does on the instructions it dispatched before failing.
+pub(crate) fn evaluate_steps(
+    df: &Dockerfile,
+    plan: &Plan,
+    stage: usize,
+    base: BaseState,
+) -> (Vec<Step>, Result<BaseState, Error>) {
+    let mut steps = Vec::new();
     let Some(st) = df.stages.get(stage) else {
-        return Err(Error::new(
-            ErrorKind::Plan,
-            format!("stage index {stage} out of range"),
-        ));
+        let err = Error::new(ErrorKind::Plan, format!("stage index {stage} out of range"));
+        return (steps, Err(err));
     };
     let mut state = base;
     let triggers = std::mem::take(&mut state.onbuild);
@@ -431,7 +467,6 @@ pub fn evaluate_stage(
         state,
         declared_onbuild: Vec::new(),
     };
-    let mut steps = Vec::new();
     for trigger in &triggers {
         let relocate = |e: Error| {
             Error::new(e.kind(), e.message().to_string()).at(
@@ -440,23 +475,21 @@ pub fn evaluate_stage(
                 st.location.span,
             )
         };
-        let instruction = crate::parse_instruction(trigger).map_err(relocate)?;
-        let step = eval.step(&instruction, true).map_err(relocate)?;
-        steps.push(step);
+        let step = crate::parse_instruction(trigger).and_then(|i| eval.step(&i, true));
+        match step {
+            Ok(step) => steps.push(step),
+            Err(e) => return (steps, Err(relocate(e))),
+        }
     }
     for instruction in &st.instructions {
-        let step = eval
-            .step(instruction, false)
-            .map_err(|e| at(df, e, &instruction.location))?;
-        steps.push(step);
+        match eval.step(instruction, false) {
+            Ok(step) => steps.push(step),
+            Err(e) => return (steps, Err(at(df, e, &instruction.location))),
+        }
     }
     let mut final_state = eval.state;
     final_state.onbuild = eval.declared_onbuild;
-    Ok(EvaluatedStage {
-        index: stage,
-        steps,
-        final_state,
-    })
+    (steps, Ok(final_state))
 }
 
 struct Evaluator<'a> {
@@ -476,8 +509,11 @@ impl Evaluator<'_> {
             lexer: self.lexer,
             env: &env_before,
             matched: BTreeSet::new(),
+            unmatched: BTreeSet::new(),
         };
         let mut used_extra: BTreeMap<String, String> = BTreeMap::new();
+        // ARG defaults are checked one name at a time, against the ARGs declared before it.
+        let mut undefined_in_args: BTreeSet<String> = BTreeSet::new();
         let expanded = match &instruction.kind {
             InstructionKind::Env(kvs) => {
                 let mut pairs = Vec::new();
@@ -506,6 +542,7 @@ impl Evaluator<'_> {
                     } else if let Some(default) = &decl.default {
                         let env = self.state.env.clone();
                         let e = self.lexer.process_word(default, &env)?;
+                        undefined_in_args.extend(self.state.undeclared(&e.unmatched));
                         for m in &e.matched {
                             if self.state.arg_vars.contains(m)
                                 && let Some(v) = env.as_slice().lookup(m)
@@ -663,6 +700,8 @@ impl Evaluator<'_> {
                 Expanded::Onbuild(o.expression.clone())
             }
         };
+        let mut undefined = self.state.undeclared(&x.unmatched);
+        undefined.extend(undefined_in_args);
         let mut used_build_args = used_extra;
         for name in &x.matched {
             if arg_vars_before.contains(name)
@@ -677,6 +716,7 @@ impl Evaluator<'_> {
             env: env_before,
             workdir: workdir_before,
             used_build_args,
+            undefined,
             expanded,
         })
     }

@@ -337,6 +337,43 @@ pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// BuildKit's `suggest.Search`: the option closest to `value` within edit distance 2 (the first
+/// of equally close ones), or `None` when there is none or `value` is itself an option.
+pub(crate) fn closest<S: AsRef<str>>(
+    value: &str,
+    options: &[S],
+    case_sensitive: bool,
+) -> Option<String> {
+    let fold = |s: &str| {
+        if case_sensitive {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    let needle = fold(value);
+    let mut best: Option<String> = None;
+    let mut min_dist = 3;
+    for opt in options {
+        let candidate = fold(opt.as_ref());
+        if candidate == needle {
+            return None;
+        }
+        let dist = levenshtein(&needle, &candidate);
+        if dist < min_dist {
+            min_dist = dist;
+            best = Some(if case_sensitive || value == value.to_lowercase() {
+                candidate
+            } else if value == value.to_uppercase() {
+                candidate.to_uppercase()
+            } else {
+                candidate
+            });
+        }
+    }
+    best
+}
+
 /// BuildKit's `suggest.WrapError`: appends ` (did you mean X?)` when one of `options` is within
 /// edit distance 2 of `value`, and nothing when `value` is itself one of them.
 pub(crate) fn suggest(
@@ -345,37 +382,7 @@ pub(crate) fn suggest(
     options: &[&str],
     case_sensitive: bool,
 ) -> String {
-    let needle = if case_sensitive {
-        value.to_string()
-    } else {
-        value.to_lowercase()
-    };
-    let mut best: Option<String> = None;
-    let mut min_dist = 3;
-    for opt in options {
-        let candidate = if case_sensitive {
-            opt.to_string()
-        } else {
-            opt.to_lowercase()
-        };
-        if candidate == needle {
-            return message;
-        }
-        let dist = levenshtein(&needle, &candidate);
-        if dist < min_dist {
-            min_dist = dist;
-            best = Some(if case_sensitive {
-                candidate
-            } else if value == value.to_lowercase() {
-                candidate.to_lowercase()
-            } else if value == value.to_uppercase() {
-                candidate.to_uppercase()
-            } else {
-                candidate
-            });
-        }
-    }
-    match best {
+    match closest(value, options, case_sensitive) {
         Some(m) => format!("{message} (did you mean {m}?)"),
         None => message,
     }

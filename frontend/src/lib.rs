@@ -12,8 +12,8 @@
 //! 3. [`eval::evaluate_stage`]: one stage, given its base image's environment, to its instructions
 //!    expanded as BuildKit expands them, with the environment and the build args each one used.
 //!
-//! Beside them: [`shell`] (the word lexer), [`dockerignore`] (context filtering) and
-//! [`mount`] (typed `RUN --mount` values).
+//! Beside them: [`shell`] (the word lexer), [`dockerignore`] (context filtering),
+//! [`mount`] (typed `RUN --mount` values) and [`lint`] (BuildKit's `--check` rules).
 
 #![warn(missing_docs)]
 
@@ -23,8 +23,10 @@ mod error;
 pub mod eval;
 mod golang;
 pub mod instructions;
+pub mod lint;
 pub mod mount;
 pub mod plan;
+mod reference;
 pub mod shell;
 mod syntax;
 

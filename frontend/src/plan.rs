@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::{Error, ErrorKind};
-use crate::golang::{atoi, quote};
+use crate::golang::{atoi, closest, quote};
 use crate::instructions::InstructionKind;
 use crate::shell::Lexer;
 use crate::{Dockerfile, Location};
@@ -430,7 +430,7 @@ fn display_name(df: &Dockerfile, index: usize, single: bool) -> String {
 
 /// The global ARG scope: predefined args (overridable by build args), then each ARG before the
 /// first FROM (BuildKit's `defaultArgs` + `buildMetaArgs`).
-fn global_args(
+pub(crate) fn global_args(
     df: &Dockerfile,
     opts: &BuildOptions,
     target_name: &str,
@@ -481,6 +481,49 @@ fn global_args(
     Ok(env)
 }
 
+/// What stage `stage` starts from, given its FROM expanded: the last earlier stage of that name,
+/// scratch, or an image.
+pub(crate) fn resolve_base(df: &Dockerfile, stage: usize, expanded: &str) -> Base {
+    let earlier = df.stages[..stage.min(df.stages.len())]
+        .iter()
+        .rev()
+        .find(|s| s.name() == Some(expanded));
+    match earlier {
+        Some(s) => Base::Stage(s.index),
+        None if expanded == "scratch" => Base::Scratch,
+        None => Base::Image(expanded.to_string()),
+    }
+}
+
+/// BuildKit's dispatch-time check that the stages `stage` copies or mounts from come before it.
+pub(crate) fn check_sources_defined_before(df: &Dockerfile, stage: usize) -> Result<(), Error> {
+    let edges = stage_edges(df, stage)?;
+    for e in &edges {
+        if let SourceRef::Stage(s) = e.to {
+            forward_reference(df, stage, s, e)?;
+        }
+    }
+    Ok(())
+}
+
+fn forward_reference(df: &Dockerfile, stage: usize, source: usize, e: &Edge) -> Result<(), Error> {
+    if source < stage {
+        return Ok(());
+    }
+    let this = display_name(df, stage, false);
+    let other = df.stages[source]
+        .name()
+        .map(str::to_string)
+        .unwrap_or_else(|| source.to_string());
+    let verb = if e.is_mount { "mount" } else { "copy" };
+    let message = format!(
+        "cannot {verb} from stage {}, it needs to be defined before current stage {}",
+        quote(&other),
+        quote(&this)
+    );
+    Err(df.locate(plan_error(message), &e.location))
+}
+
 /// Plans the build of `opts.target` (or the last stage).
 pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, Error> {
     if df.stages.is_empty() {
@@ -516,15 +559,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, Error> {
             ));
         }
         let mut used = expanded.matched.clone();
-        let earlier = df.stages[..stage.index]
-            .iter()
-            .rev()
-            .find(|s| s.name() == Some(expanded.value.as_str()));
-        bases.push(match earlier {
-            Some(s) => Base::Stage(s.index),
-            None if expanded.value == "scratch" => Base::Scratch,
-            None => Base::Image(expanded.value.clone()),
-        });
+        bases.push(resolve_base(df, stage.index, &expanded.value));
         let platform = match &stage.from.platform {
             None => None,
             Some(p) => {
@@ -537,20 +572,25 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, Error> {
                         &stage.location,
                     )
                 })?;
+                // BuildKit's `wrapSuggestAny`: a misspelt ARG is the likely cause.
+                let suggest_arg = |message: String| {
+                    let keys: Vec<&str> = globals.iter().map(|(k, _)| k.as_str()).collect();
+                    let hint = e.unmatched.iter().find_map(|u| closest(u, &keys, true));
+                    let message = match hint {
+                        Some(h) => format!("{message} (did you mean {h}?)"),
+                        None => message,
+                    };
+                    df.locate(plan_error(message), &stage.location)
+                };
                 if e.value.is_empty() {
-                    return Err(df.locate(
-                        plan_error(format!("empty platform value from expression {p}")),
-                        &stage.location,
-                    ));
+                    return Err(suggest_arg(format!(
+                        "empty platform value from expression {p}"
+                    )));
                 }
                 used.extend(e.matched.iter().cloned());
                 Some(
-                    Platform::parse(&e.value, &opts.target_platform).map_err(|m| {
-                        df.locate(
-                            plan_error(format!("failed to parse platform {p}: {m}")),
-                            &stage.location,
-                        )
-                    })?,
+                    Platform::parse(&e.value, &opts.target_platform)
+                        .map_err(|m| suggest_arg(format!("failed to parse platform {p}: {m}")))?,
                 )
             }
         };
@@ -596,27 +636,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, Error> {
         for e in &edges[i] {
             match &e.to {
                 SourceRef::Stage(s) => {
-                    if *s >= i {
-                        let this = display_name(df, i, false);
-                        let other = df.stages[*s]
-                            .name()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| s.to_string());
-                        let message = if e.is_mount {
-                            format!(
-                                "cannot mount from stage {}, it needs to be defined before current stage {}",
-                                quote(&other),
-                                quote(&this)
-                            )
-                        } else {
-                            format!(
-                                "cannot copy from stage {}, it needs to be defined before current stage {}",
-                                quote(&other),
-                                quote(&this)
-                            )
-                        };
-                        return Err(df.locate(plan_error(message), &e.location));
-                    }
+                    forward_reference(df, i, *s, e)?;
                     depends_on.insert(*s);
                 }
                 SourceRef::Image(name) => {

@@ -56,6 +56,9 @@ pub struct BuildArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
+    /// Only run the lint checks (BuildKit's `--check`): print the warnings, build nothing.
+    #[arg(long)]
+    check: bool,
     /// Stages to build at once (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -239,6 +242,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
 
     let store = open_store()?;
+    let lint_input = super::lint::LintInput {
+        dockerfile: &dockerfile,
+        dockerfile_path: dockerfile_path.as_deref(),
+        context: context.as_deref(),
+        build_args: &build_args,
+        target: args.target.as_deref(),
+    };
+    if args.check {
+        return super::lint::check(&lint_input, &store);
+    }
+    let quiet = renderer.mode() == ProgressMode::Quiet;
+    if let Some(failed) = super::lint::warn_before_build(&lint_input, &store, quiet) {
+        return Ok(failed);
+    }
     let snapshotter =
         Snapshotter::open(store.root().join("snapshots")).context("opening the snapshot store")?;
     let _ = snapshotter.cleanup();

@@ -12,6 +12,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod lifecycle;
+pub mod lint;
 pub mod login;
 pub mod logs;
 pub mod parse_ref;

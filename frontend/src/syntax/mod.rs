@@ -100,19 +100,20 @@ impl DirectiveState {
         }
     }
 
-    /// BuildKit's `DirectiveParser.ParseLine` followed by `setEscapeToken`.
-    fn parse_line(&mut self, line: &str) -> Result<(), String> {
+    /// BuildKit's `DirectiveParser.ParseLine` followed by `setEscapeToken`; true when the line
+    /// was a directive.
+    fn parse_line(&mut self, line: &str) -> Result<bool, String> {
         if self.done {
-            return Ok(());
+            return Ok(false);
         }
         let Some((name, value)) = match_directive(line) else {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         };
         let name = name.to_lowercase();
         if !matches!(name.as_str(), "syntax" | "escape" | "check") {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         }
         if !self.seen.insert(name.clone()) {
             return Err(format!("only one {name} parser directive can be used"));
@@ -130,7 +131,7 @@ impl DirectiveState {
             "syntax" => self.directives.syntax = Some(value),
             _ => self.directives.check = Some(value),
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -192,18 +193,27 @@ fn is_comment(line: &str) -> bool {
 }
 
 /// BuildKit's `processLine`: drop the line break (and leading blanks on an instruction's first
-/// line), feed the directive parser, and blank out comments.
+/// line), feed the directive parser, and blank out comments. Also tells whether the line was a
+/// parser directive.
 fn process_line<'a>(
     state: &mut DirectiveState,
     token: &'a str,
     strip_left: bool,
-) -> Result<&'a str, String> {
+) -> Result<(&'a str, bool), String> {
     let mut token = trim_newline(token);
     if strip_left {
         token = token.trim_start_matches(is_space);
     }
-    state.parse_line(token)?;
-    Ok(if is_comment(token) { "" } else { token })
+    let directive = state.parse_line(token)?;
+    Ok((if is_comment(token) { "" } else { token }, directive))
+}
+
+/// The text BuildKit keeps of a comment line for `PrevComment`: the line without its first
+/// character (the `#`, or a blank before it, as BuildKit slices one byte), trimmed.
+fn comment_text(line: &str) -> String {
+    let mut chars = trim_newline(line).chars();
+    chars.next();
+    trim_space(chars.as_str()).to_string()
 }
 
 /// BuildKit's line-continuation rule `([^E])E[ \t]*$|^E[ \t]*$`: an escape character at the end
@@ -236,9 +246,21 @@ pub(crate) fn parse_nodes(text: &str, loc: &Locator) -> Result<Syntax, Error> {
     let syntax_err = |msg: String| Error::new(ErrorKind::Syntax, msg);
     let index = LineIndex::new(&loc.source);
 
+    let mut comments: Vec<String> = Vec::new();
     while let Some(raw) = lines.next() {
-        let processed = process_line(&mut state, raw, true)
+        if is_comment(raw) {
+            let text = comment_text(raw);
+            if text.is_empty() {
+                comments.clear();
+            } else {
+                comments.push(text);
+            }
+        }
+        let (processed, directive) = process_line(&mut state, raw, true)
             .map_err(|m| loc.lines(syntax_err(m), current_line + 1, current_line + 1))?;
+        if directive {
+            comments.pop();
+        }
         current_line += 1;
         let start_line = current_line;
         let escape = state.directives.escape;
@@ -250,7 +272,7 @@ pub(crate) fn parse_nodes(text: &str, loc: &Locator) -> Result<Syntax, Error> {
         let mut empty_continuation = false;
         while !end_of_line {
             let Some(raw) = lines.next() else { break };
-            let processed = process_line(&mut state, raw, false)
+            let (processed, _) = process_line(&mut state, raw, false)
                 .map_err(|m| loc.lines(syntax_err(m), current_line + 1, current_line + 1))?;
             current_line += 1;
             if is_comment(raw) {
@@ -307,6 +329,7 @@ pub(crate) fn parse_nodes(text: &str, loc: &Locator) -> Result<Syntax, Error> {
         node.start_line = start_line;
         node.end_line = current_line;
         node.span = index.line_span(start_line, current_line);
+        node.comments = std::mem::take(&mut comments);
         nodes.push(node);
     }
 
@@ -375,6 +398,7 @@ pub(crate) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
         start_line: 0,
         end_line: 0,
         span: crate::error::Span::default(),
+        comments: vec![],
     })
 }
 

@@ -1,16 +1,19 @@
-//! `strata debug dump-ast | expand | ignore | plan`: the frontend's parser, shell lexer,
-//! `.dockerignore` matcher and planner, reachable for the conformance suites.
+//! `strata debug dump-ast | expand | ignore | plan | lint`: the frontend's parser, shell lexer,
+//! `.dockerignore` matcher, planner and linter, reachable for the conformance suites.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use strata_frontend::eval::{BaseState, EvaluatedStage, describe, evaluate_stage};
-use strata_frontend::plan::{Base, BuildOptions, Platform, plan};
+use strata_frontend::plan::{Base, BuildOptions, plan};
 use strata_frontend::shell::Lexer;
+
+use crate::commands::lint::{LintInput, host_platform, lint};
 
 #[derive(Debug, Args)]
 pub struct DumpAstArgs {
@@ -56,6 +59,40 @@ pub struct PlanArgs {
     /// A build argument, `KEY=VALUE` (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile), or `-` for standard input.
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// The stage to lint with what it needs (default: every stage).
+    #[arg(long)]
+    target: Option<String>,
+    /// A build argument, `KEY=VALUE` (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// The build context (for its `.dockerignore`).
+    #[arg(default_value = ".")]
+    context: PathBuf,
+}
+
+/// `--build-arg` values; `KEY` alone takes the value from the environment, as Docker does.
+fn build_args(list: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for kv in list {
+        match kv.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(kv) {
+                    out.insert(kv.clone(), v);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn read_input(file: &str) -> anyhow::Result<(String, String)> {
@@ -130,33 +167,13 @@ pub fn ignore(args: IgnoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The platform strata runs on, in the frontend's terms.
-fn host_platform() -> Platform {
-    let host = strata_store::Platform::host();
-    Platform::new(
-        &host.os,
-        &host.architecture,
-        host.variant.as_deref().unwrap_or(""),
-    )
-}
-
 pub fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (text, name) = read_input(&args.file)?;
     let df = match strata_frontend::parse(&text, &name) {
         Ok(df) => df,
         Err(e) => return Ok(fail(&e)),
     };
-    let mut build_args = BTreeMap::new();
-    for kv in &args.build_args {
-        match kv.split_once('=') {
-            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
-            // Docker takes `--build-arg NAME` from the environment.
-            None => match std::env::var(kv) {
-                Ok(v) => build_args.insert(kv.clone(), v),
-                Err(_) => continue,
-            },
-        };
-    }
+    let build_args = build_args(&args.build_args);
     let platform = host_platform();
     let opts = BuildOptions {
         build_args,
@@ -253,4 +270,44 @@ pub fn plan_command(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lints a Dockerfile as `strata build --check` does and prints the report as JSON; fails
+/// when the check would.
+pub fn lint_command(args: LintArgs) -> anyhow::Result<ExitCode> {
+    let path = match args.file.as_deref() {
+        Some("-") => None,
+        Some(f) => Some(PathBuf::from(f)),
+        None => Some(args.context.join("Dockerfile")),
+    };
+    let text = match &path {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        None => read_input("-")?.0,
+    };
+    let store_root = strata_store::default_root();
+    let store = if store_root.exists() {
+        Some(crate::commands::image_output::open_store()?)
+    } else {
+        None
+    };
+    let build_args = build_args(&args.build_args);
+    let report = lint(
+        &LintInput {
+            dockerfile: &text,
+            dockerfile_path: path.as_deref(),
+            context: Some(&args.context),
+            build_args: &build_args,
+            target: args.target.as_deref(),
+        },
+        store.as_ref(),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -24,6 +24,8 @@ pub enum DebugCommand {
     Ignore(frontend::IgnoreArgs),
     /// Print the resolved build graph with every instruction expanded.
     Plan(frontend::PlanArgs),
+    /// Print the lint warnings of a Dockerfile (`build --check`) as JSON.
+    Lint(frontend::LintArgs),
     /// Run an OCI bundle (config.json + rootfs) in the sandbox, like `runc run`.
     RunBundle(run_bundle::Args),
     /// Print the OCI runtime spec (Docker's defaults) for a rootfs and command.
@@ -37,6 +39,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
         DebugCommand::Expand(args) => frontend::expand(args),
         DebugCommand::Ignore(args) => frontend::ignore(args),
         DebugCommand::Plan(args) => frontend::plan_command(args),
+        DebugCommand::Lint(args) => frontend::lint_command(args),
         DebugCommand::RunBundle(args) => run_bundle::run(args),
         DebugCommand::RuntimeSpec(args) => runtime_spec::run(args),
     }
