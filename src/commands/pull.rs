@@ -108,6 +108,11 @@ impl ImageProvider for RegistryImages {
         platform: &Platform,
     ) -> Result<Image, BuildError> {
         let pull = || pull_named(store, &parse_name(reference)?, platform);
-        pull().map_err(|e| BuildError::ImageNotFound(format!("{e:#}")))
+        pull().map_err(|e| {
+            BuildError::ImageNotFound(format!(
+                "{e:#}\n(an image can also be made local with `strata load -i IMAGE.tar` or \
+                 `strata import ROOTFS.tar {reference}`)"
+            ))
+        })
     }
 }
