@@ -20,6 +20,7 @@ mod config;
 mod context;
 mod copy;
 mod error;
+pub mod export;
 mod layers;
 mod progress;
 mod run;

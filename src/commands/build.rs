@@ -47,6 +47,10 @@ pub struct BuildArgs {
     /// The network of RUN steps: `host` (default, as BuildKit without a bridge) or `none`.
     #[arg(long, default_value = "host")]
     network: String,
+    /// Where the image goes besides the store: `type=oci|docker|local|tar|image,dest=...`,
+    /// `DIR` (type=local) or `-` (a tar of the filesystem on standard output); repeatable.
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -172,7 +176,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = key_value("--label", l)?;
         labels.insert(k, v);
     }
-    if args.push && args.tags.is_empty() {
+    let outputs = super::build_output::parse_all(&args.outputs)?;
+    let push = args.push || outputs.iter().any(|o| o.pushes());
+    if push && args.tags.is_empty() && outputs.iter().all(|o| o.store_names().is_empty()) {
         bail!("--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
     }
     let mut tags = Vec::new();
@@ -183,6 +189,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             bail!("invalid tag {t:?}: a tag cannot have a digest");
         }
         tags.push(r);
+    }
+    for name in outputs.iter().flat_map(|o| o.store_names()) {
+        if !tags.contains(name) {
+            tags.push(name.clone());
+        }
     }
 
     // The context and the Dockerfile.
@@ -292,10 +303,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.iidfile {
         fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
-    if renderer.mode() == ProgressMode::Quiet {
+    for output in &outputs {
+        super::build_output::export(builder.store(), &outcome.image, output, &request.tags, None)?;
+    }
+    if renderer.mode() == ProgressMode::Quiet && !outputs.iter().any(|o| o.to_stdout()) {
         println!("{id}");
     }
-    if args.push {
+    if push {
         let store = builder.store();
         for tag in &request.tags {
             let quiet = renderer.mode() == ProgressMode::Quiet;
