@@ -23,6 +23,7 @@ mod error;
 pub mod export;
 mod layers;
 mod progress;
+mod reproducible;
 mod run;
 mod solver;
 mod source;
@@ -35,6 +36,7 @@ pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, I
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use reproducible::source_date_epoch;
 pub use strata_runtime::spec::Network;
 
 use strata_snapshotter::{LayerOptions, Snapshotter};

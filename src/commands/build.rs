@@ -171,6 +171,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // buildx passes the client's SOURCE_DATE_EPOCH as the build arg unless one is given.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        build_args
+            .entry("SOURCE_DATE_EPOCH".to_string())
+            .or_insert(v);
+    }
+    let source_date_epoch = strata_builder::source_date_epoch(&build_args, None)?;
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = key_value("--label", l)?;
@@ -304,7 +311,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     for output in &outputs {
-        super::build_output::export(builder.store(), &outcome.image, output, &request.tags, None)?;
+        super::build_output::export(
+            builder.store(),
+            &outcome.image,
+            output,
+            &request.tags,
+            source_date_epoch,
+        )?;
     }
     if renderer.mode() == ProgressMode::Quiet && !outputs.iter().any(|o| o.to_stdout()) {
         println!("{id}");
