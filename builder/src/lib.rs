@@ -22,6 +22,7 @@ mod copy;
 mod error;
 pub mod export;
 mod layers;
+mod platform;
 mod progress;
 mod reproducible;
 mod run;
@@ -97,6 +98,9 @@ pub struct BuildRequest {
     /// `--pull`: ask the image provider for every base image named by tag, even when the store
     /// has one, so a tag that moved on the registry is built from its new image.
     pub pull: bool,
+    /// `--platform`: the platform to build for (`None`: this machine's). Only platforms this
+    /// machine runs natively can be built (no emulation).
+    pub platform: Option<Platform>,
 }
 
 impl BuildRequest {
@@ -113,6 +117,7 @@ impl BuildRequest {
             no_cache: false,
             network: Network::Host,
             pull: false,
+            platform: None,
         }
     }
 }

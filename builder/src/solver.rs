@@ -1726,21 +1726,22 @@ pub(crate) fn build(
         .as_ref()
         .map_or_else(|| "Dockerfile".to_string(), |p| p.display().to_string());
     let df = strata_frontend::parse(&req.dockerfile, &file_name)?;
-    let platform = Platform::host();
-    let fplatform = plan::Platform::new(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref().unwrap_or(""),
-    );
+    let platform = req.platform.clone().unwrap_or_else(Platform::host);
+    crate::platform::check_runnable(&platform, "--platform")?;
     let plan = plan::plan(
         &df,
         &BuildOptions {
             build_args: req.build_args.clone(),
             target: req.target.clone(),
-            target_platform: fplatform.clone(),
-            build_platform: fplatform,
+            target_platform: crate::platform::to_plan(&platform),
+            build_platform: crate::platform::to_plan(&Platform::host()),
         },
     )?;
+    for stage in &plan.stages {
+        if let Some(p) = &stage.platform {
+            crate::platform::check_stage(p, &stage.display_name)?;
+        }
+    }
     let epoch =
         reproducible::source_date_epoch(&req.build_args, b.layer_options.source_date_epoch)?;
     // The builder consumes SOURCE_DATE_EPOCH itself, as BuildKit does.
@@ -1845,7 +1846,7 @@ pub(crate) fn build(
     let results = results?;
     written?;
 
-    let image = assemble(b, req, &planned, &results, epoch, &lease)?;
+    let image = assemble(b, req, &planned, &results, epoch, &platform, &lease)?;
     let total: usize = planned.stages.iter().map(|s| s.steps.len()).sum();
     progress.event(Event::Image {
         id: image.id().to_string(),
@@ -1867,6 +1868,7 @@ fn assemble(
     planned: &Planned,
     results: &HashMap<usize, StageResult>,
     epoch: Option<i64>,
+    platform: &Platform,
     lease: &strata_store::Lease,
 ) -> Result<Image> {
     let Some(target) = planned.stages.last() else {
@@ -1898,6 +1900,9 @@ fn assemble(
         config.history.push(h);
     }
     config.created = last;
+    config.os = platform.os.clone();
+    config.architecture = platform.architecture.clone();
+    config.variant = platform.variant.clone();
     if let Some(epoch) = epoch {
         reproducible::date_config(&mut config, epoch);
     }

@@ -51,6 +51,10 @@ pub struct BuildArgs {
     /// `DIR` (type=local) or `-` (a tar of the filesystem on standard output); repeatable.
     #[arg(short = 'o', long = "output")]
     outputs: Vec<String>,
+    /// The platform to build for (`os/arch[/variant]`); only this machine's own (or one it runs
+    /// natively) can be built, as strata does not emulate.
+    #[arg(long)]
+    platform: Option<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -136,6 +140,26 @@ fn tar_header_ok(h: &[u8; 512]) -> bool {
     recorded == sum
 }
 
+/// `--platform`: one platform (buildx's comma-separated list, when it names one).
+fn parse_platform(spec: &str) -> anyhow::Result<strata_store::Platform> {
+    let mut platforms = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let platform = strata_store::Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    match platforms.len() {
+        0 => bail!("--platform: no platform given"),
+        1 => Ok(platforms.remove(0)),
+        _ => bail!(
+            "--platform {spec:?}: a multi-platform build is not supported: strata builds one \
+             platform, natively (the others would need binfmt_misc/qemu-user-static emulation)"
+        ),
+    }
+}
+
 /// The Dockerfile of a context when `-f` is not given: `Dockerfile`, else `dockerfile`.
 fn default_dockerfile(context: &Path) -> PathBuf {
     let upper = context.join("Dockerfile");
@@ -178,6 +202,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .or_insert(v);
     }
     let source_date_epoch = strata_builder::source_date_epoch(&build_args, None)?;
+    let platform = match &args.platform {
+        Some(p) => Some(parse_platform(p)?),
+        None => None,
+    };
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = key_value("--label", l)?;
@@ -297,6 +325,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache: args.no_cache,
         network,
         pull: args.pull,
+        platform,
     };
     let outcome = match builder.build(&request, &renderer) {
         Ok(o) => o,
