@@ -44,6 +44,12 @@ pub enum BuildError {
     /// Another thread of the same build failed first; this one stopped.
     #[error("cancelled")]
     Cancelled,
+    /// A build arg the builder itself reads (`SOURCE_DATE_EPOCH`) has a value it cannot use.
+    #[error("invalid build arg {name}: {message}")]
+    InvalidBuildArg { name: String, message: String },
+    /// A target platform this machine cannot run (`--platform`, `FROM --platform`).
+    #[error("{0}")]
+    ForeignPlatform(String),
 }
 
 impl From<strata_frontend::Error> for BuildError {

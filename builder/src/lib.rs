@@ -20,8 +20,11 @@ mod config;
 mod context;
 mod copy;
 mod error;
+pub mod export;
 mod layers;
+mod platform;
 mod progress;
+mod reproducible;
 mod run;
 mod solver;
 mod source;
@@ -34,6 +37,7 @@ pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, I
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use reproducible::source_date_epoch;
 pub use strata_runtime::spec::Network;
 
 use strata_snapshotter::{LayerOptions, Snapshotter};
@@ -94,6 +98,9 @@ pub struct BuildRequest {
     /// `--pull`: ask the image provider for every base image named by tag, even when the store
     /// has one, so a tag that moved on the registry is built from its new image.
     pub pull: bool,
+    /// `--platform`: the platform to build for (`None`: this machine's). Only platforms this
+    /// machine runs natively can be built (no emulation).
+    pub platform: Option<Platform>,
 }
 
 impl BuildRequest {
@@ -110,6 +117,7 @@ impl BuildRequest {
             no_cache: false,
             network: Network::Host,
             pull: false,
+            platform: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::copy::{CopyOptions, copy_path, dest_is_dir, mkdir_all, resolve_chown}
 use crate::error::{BuildError, IoContext, Result};
 use crate::layers::{self, Layer, LayerStore, Pending};
 use crate::progress::{Event, MissReason, ProgressSink, StepInfo};
+use crate::reproducible;
 use crate::run::{self, PIPES_DIR, RunSpec};
 use crate::source::SourceRoot;
 use crate::{BuildOutcome, BuildRequest, Builder};
@@ -247,6 +248,8 @@ struct Planner<'a> {
     df: &'a strata_frontend::Dockerfile,
     plan: &'a plan::Plan,
     platform: Platform,
+    /// `SOURCE_DATE_EPOCH`: a setting of every layer step's key.
+    epoch: Option<i64>,
     context: Option<Context>,
     context_dir: String,
     dockerfile_name: String,
@@ -755,6 +758,11 @@ impl Planner<'_> {
             }
             _ => unreachable!("only layer steps are planned here"),
         };
+        if let Some(epoch) = self.epoch {
+            inputs
+                .settings
+                .insert(reproducible::SOURCE_DATE_EPOCH.into(), epoch.to_string());
+        }
         let key = inputs.key();
         Ok(PStep {
             info,
@@ -1718,26 +1726,39 @@ pub(crate) fn build(
         .as_ref()
         .map_or_else(|| "Dockerfile".to_string(), |p| p.display().to_string());
     let df = strata_frontend::parse(&req.dockerfile, &file_name)?;
-    let platform = Platform::host();
-    let fplatform = plan::Platform::new(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref().unwrap_or(""),
-    );
+    let platform = req.platform.clone().unwrap_or_else(Platform::host);
+    crate::platform::check_runnable(&platform, "--platform")?;
     let plan = plan::plan(
         &df,
         &BuildOptions {
             build_args: req.build_args.clone(),
             target: req.target.clone(),
-            target_platform: fplatform.clone(),
-            build_platform: fplatform,
+            target_platform: crate::platform::to_plan(&platform),
+            build_platform: crate::platform::to_plan(&Platform::host()),
         },
     )?;
-    if !plan.unused_build_args.is_empty() {
+    for stage in &plan.stages {
+        if let Some(p) = &stage.platform {
+            crate::platform::check_stage(p, &stage.display_name)?;
+        }
+    }
+    let epoch =
+        reproducible::source_date_epoch(&req.build_args, b.layer_options.source_date_epoch)?;
+    // The builder consumes SOURCE_DATE_EPOCH itself, as BuildKit does.
+    let unused: Vec<&String> = plan
+        .unused_build_args
+        .iter()
+        .filter(|a| *a != reproducible::SOURCE_DATE_EPOCH)
+        .collect();
+    if !unused.is_empty() {
         progress.event(Event::Warning {
             message: format!(
                 "one or more build args were not consumed: {}",
-                plan.unused_build_args.join(", ")
+                unused
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     }
@@ -1754,6 +1775,7 @@ pub(crate) fn build(
         df: &df,
         plan: &plan,
         platform: platform.clone(),
+        epoch,
         context: None,
         context_dir: context_dir.clone(),
         dockerfile_name: req
@@ -1796,7 +1818,10 @@ pub(crate) fn build(
             store: &b.store,
             snapshotter: &b.snapshotter,
             lease: &lease,
-            options: b.layer_options,
+            options: strata_snapshotter::LayerOptions {
+                source_date_epoch: epoch,
+                ..b.layer_options
+            },
             pending: &pending,
             unpacking: &unpacking,
         },
@@ -1821,7 +1846,7 @@ pub(crate) fn build(
     let results = results?;
     written?;
 
-    let image = assemble(b, req, &planned, &results, &lease)?;
+    let image = assemble(b, req, &planned, &results, epoch, &platform, &lease)?;
     let total: usize = planned.stages.iter().map(|s| s.steps.len()).sum();
     progress.event(Event::Image {
         id: image.id().to_string(),
@@ -1842,6 +1867,8 @@ fn assemble(
     req: &BuildRequest,
     planned: &Planned,
     results: &HashMap<usize, StageResult>,
+    epoch: Option<i64>,
+    platform: &Platform,
     lease: &strata_store::Lease,
 ) -> Result<Image> {
     let Some(target) = planned.stages.last() else {
@@ -1873,6 +1900,12 @@ fn assemble(
         config.history.push(h);
     }
     config.created = last;
+    config.os = platform.os.clone();
+    config.architecture = platform.architecture.clone();
+    config.variant = platform.variant.clone();
+    if let Some(epoch) = epoch {
+        reproducible::date_config(&mut config, epoch);
+    }
     for (k, v) in &req.labels {
         config.config.Labels.insert(k.clone(), v.clone());
     }

@@ -47,6 +47,14 @@ pub struct BuildArgs {
     /// The network of RUN steps: `host` (default, as BuildKit without a bridge) or `none`.
     #[arg(long, default_value = "host")]
     network: String,
+    /// Where the image goes besides the store: `type=oci|docker|local|tar|image,dest=...`,
+    /// `DIR` (type=local) or `-` (a tar of the filesystem on standard output); repeatable.
+    #[arg(short = 'o', long = "output")]
+    outputs: Vec<String>,
+    /// The platform to build for (`os/arch[/variant]`); only this machine's own (or one it runs
+    /// natively) can be built, as strata does not emulate.
+    #[arg(long)]
+    platform: Option<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
@@ -132,6 +140,26 @@ fn tar_header_ok(h: &[u8; 512]) -> bool {
     recorded == sum
 }
 
+/// `--platform`: one platform (buildx's comma-separated list, when it names one).
+fn parse_platform(spec: &str) -> anyhow::Result<strata_store::Platform> {
+    let mut platforms = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let platform = strata_store::Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    match platforms.len() {
+        0 => bail!("--platform: no platform given"),
+        1 => Ok(platforms.remove(0)),
+        _ => bail!(
+            "--platform {spec:?}: a multi-platform build is not supported: strata builds one \
+             platform, natively (the others would need binfmt_misc/qemu-user-static emulation)"
+        ),
+    }
+}
+
 /// The Dockerfile of a context when `-f` is not given: `Dockerfile`, else `dockerfile`.
 fn default_dockerfile(context: &Path) -> PathBuf {
     let upper = context.join("Dockerfile");
@@ -167,12 +195,25 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // buildx passes the client's SOURCE_DATE_EPOCH as the build arg unless one is given.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        build_args
+            .entry("SOURCE_DATE_EPOCH".to_string())
+            .or_insert(v);
+    }
+    let source_date_epoch = strata_builder::source_date_epoch(&build_args, None)?;
+    let platform = match &args.platform {
+        Some(p) => Some(parse_platform(p)?),
+        None => None,
+    };
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = key_value("--label", l)?;
         labels.insert(k, v);
     }
-    if args.push && args.tags.is_empty() {
+    let outputs = super::build_output::parse_all(&args.outputs)?;
+    let push = args.push || outputs.iter().any(|o| o.pushes());
+    if push && args.tags.is_empty() && outputs.iter().all(|o| o.store_names().is_empty()) {
         bail!("--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
     }
     let mut tags = Vec::new();
@@ -183,6 +224,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             bail!("invalid tag {t:?}: a tag cannot have a digest");
         }
         tags.push(r);
+    }
+    for name in outputs.iter().flat_map(|o| o.store_names()) {
+        if !tags.contains(name) {
+            tags.push(name.clone());
+        }
     }
 
     // The context and the Dockerfile.
@@ -279,6 +325,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache: args.no_cache,
         network,
         pull: args.pull,
+        platform,
     };
     let outcome = match builder.build(&request, &renderer) {
         Ok(o) => o,
@@ -292,10 +339,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.iidfile {
         fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
-    if renderer.mode() == ProgressMode::Quiet {
+    for output in &outputs {
+        super::build_output::export(
+            builder.store(),
+            &outcome.image,
+            output,
+            &request.tags,
+            source_date_epoch,
+        )?;
+    }
+    if renderer.mode() == ProgressMode::Quiet && !outputs.iter().any(|o| o.to_stdout()) {
         println!("{id}");
     }
-    if args.push {
+    if push {
         let store = builder.store();
         for tag in &request.tags {
             let quiet = renderer.mode() == ProgressMode::Quiet;
