@@ -91,6 +91,11 @@ pub(crate) fn copy_path(
     {
         mkdir_all(root, parent, options.chown)?;
     }
+    // A directory's contents go into the destination, which BuildKit makes first with
+    // `MkdirAll` (0755): it never takes the source directory's own mode or owner.
+    if entry.kind == Kind::Dir && fs::symlink_metadata(&target).is_err() {
+        mkdir_all(root, &target, options.chown)?;
+    }
     let mut copier = Copier {
         src,
         options,
