@@ -47,7 +47,7 @@ fi
 
 # dockerd, as the shared bench README starts it; stopped on exit.
 dockerd --iptables=false --bridge=none --ip-forward=false --data-root "$data/docker" \
-  --exec-root "$data/docker-exec" -H "unix://$sock" >"$data/dockerd.log" 2>&1 &
+  --exec-root "$data/docker-exec" --pidfile "$data/docker.pid" -H "unix://$sock" >"$data/dockerd.log" 2>&1 &
 dockerd_pid=$!
 trap 'kill $dockerd_pid 2>/dev/null; wait $dockerd_pid 2>/dev/null; true' EXIT
 for _ in $(seq 100); do "$docker_cli" version >/dev/null 2>&1 && break; sleep 0.2; done
