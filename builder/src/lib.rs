@@ -21,6 +21,7 @@ mod context;
 mod copy;
 mod error;
 mod layers;
+mod mounts;
 mod progress;
 mod run;
 mod solver;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, ImageConfig};
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
+pub use mounts::{CACHE_MOUNTS_DIR, CacheMountPrune, SecretSource, prune_cache_mounts};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
 pub use strata_runtime::spec::Network;
 
@@ -94,6 +96,10 @@ pub struct BuildRequest {
     /// `--pull`: ask the image provider for every base image named by tag, even when the store
     /// has one, so a tag that moved on the registry is built from its new image.
     pub pull: bool,
+    /// `--secret`: the secrets RUN steps may mount, by id (values are read when mounted).
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh`: SSH agent sockets RUN steps may mount, by id.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 impl BuildRequest {
@@ -110,6 +116,8 @@ impl BuildRequest {
             no_cache: false,
             network: Network::Host,
             pull: false,
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
         }
     }
 }
