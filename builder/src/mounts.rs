@@ -694,6 +694,46 @@ mod tests {
     }
 
     #[test]
+    fn shared_users_overlap_and_locked_users_exclude_everyone() {
+        let root = tempfile::tempdir().unwrap();
+        let scratch = root.path().join("scratch");
+        let inputs = MountInputs {
+            store_root: root.path(),
+            scratch: &scratch,
+            context: None,
+            secrets: &BTreeMap::new(),
+            ssh: &BTreeMap::new(),
+        };
+        let mount = |sharing: &str| {
+            let parsed = strata_frontend::mount::parse_mount(
+                &format!("type=cache,target=/c,id=s,sharing={sharing}"),
+                &mut |v| Ok(v.to_string()),
+            )
+            .unwrap();
+            RunMount::plan(&parsed, MountFrom::Nothing, String::new(), "/", 0).unwrap()
+        };
+        let lock_file = || {
+            let dir = root
+                .path()
+                .join(CACHE_MOUNTS_DIR)
+                .join(sha256_digest(b"s").digest());
+            File::open(dir.join("lock")).unwrap()
+        };
+        // Two shared users at once (a blocking shared lock would hang here), same directory.
+        let (a, lock_a) = cache_dir(&inputs, &mount("shared"), None, &scratch).unwrap();
+        let (b, lock_b) = cache_dir(&inputs, &mount("shared"), None, &scratch).unwrap();
+        assert_eq!(a, b);
+        assert!(flock(lock_file(), FlockOperation::NonBlockingLockExclusive).is_err());
+        drop((lock_a, lock_b));
+        // A locked user holds it exclusively: not even a shared user could enter.
+        let (c, lock_c) = cache_dir(&inputs, &mount("locked"), None, &scratch).unwrap();
+        assert_eq!(a, c);
+        assert!(flock(lock_file(), FlockOperation::NonBlockingLockShared).is_err());
+        drop(lock_c);
+        assert!(flock(lock_file(), FlockOperation::NonBlockingLockExclusive).is_ok());
+    }
+
+    #[test]
     fn a_busy_private_cache_gives_a_fresh_directory() {
         let root = tempfile::tempdir().unwrap();
         let scratch = root.path().join("scratch");
