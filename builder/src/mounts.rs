@@ -41,6 +41,9 @@ use crate::source::SourceRoot;
 /// The directory of cache mounts under the store root.
 pub const CACHE_MOUNTS_DIR: &str = "cache-mounts";
 
+/// The tmpfs of a step's secrets, in its scratch directory.
+const SECRETS_DIR: &str = "secrets";
+
 /// Where a `--secret` value comes from; read when a RUN step mounts it, never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -271,6 +274,7 @@ pub(crate) fn attach(
         _secrets: None,
         _locks: Vec::new(),
     };
+    let mut cache_sources: BTreeMap<usize, PathBuf> = BTreeMap::new();
     for (i, m) in mounts.iter().enumerate() {
         let root = roots.get(i).cloned().flatten();
         let scratch = inputs.scratch.join(format!("mount-{i}"));
@@ -306,8 +310,20 @@ pub(crate) fn attach(
                 });
             }
             MountType::Cache => {
-                let (data, lock) = cache_dir(inputs, m, root.as_deref(), &scratch)?;
-                out._locks.extend(lock);
+                // The same cache twice in one RUN is one directory (a second lock would wait
+                // for the first forever).
+                let earlier = mounts[..i]
+                    .iter()
+                    .position(|e| e.kind == MountType::Cache && e.id == m.id);
+                let data = match earlier.and_then(|e| cache_sources.get(&e)) {
+                    Some(data) => data.clone(),
+                    None => {
+                        let (data, lock) = cache_dir(inputs, m, root.as_deref(), &scratch)?;
+                        out._locks.extend(lock);
+                        cache_sources.insert(i, data.clone());
+                        data
+                    }
+                };
                 out.mounts.push(SandboxMount::Bind {
                     source: data,
                     target: m.target.clone().unwrap_or_default(),
@@ -334,7 +350,7 @@ pub(crate) fn attach(
                 }
                 if let Some(target) = &m.target {
                     if out._secrets.is_none() {
-                        out._secrets = Some(Tmpfs::mount(&inputs.scratch.join("secrets"))?);
+                        out._secrets = Some(Tmpfs::mount(&inputs.scratch.join(SECRETS_DIR))?);
                     }
                     let dir = out
                         ._secrets
@@ -577,8 +593,17 @@ impl Tmpfs {
             Some(c"mode=0700"),
         )
         .map_err(|e| err(e.into()))?;
-        Ok(Tmpfs(dir.to_path_buf()))
+        let tmpfs = Tmpfs(dir.to_path_buf());
+        // Never propagated to other mount namespaces.
+        rustix::mount::mount_change(dir, rustix::mount::MountPropagationFlags::PRIVATE)
+            .map_err(|e| err(e.into()))?;
+        Ok(tmpfs)
     }
+}
+
+/// Detaches a secrets tmpfs a crashed build left in its scratch directory `dir`.
+pub(crate) fn release_stale(dir: &Path) {
+    let _ = rustix::mount::unmount(dir.join(SECRETS_DIR), rustix::mount::UnmountFlags::DETACH);
 }
 
 impl Drop for Tmpfs {

@@ -814,7 +814,8 @@ impl Planner<'_> {
         Ok(match from {
             None if bind => {
                 let rel = context_relative(&raw).ok_or_else(outside)?;
-                let (digest, files, _, _) = self.select_context(std::slice::from_ref(&raw), true)?;
+                let (digest, files, _, _) =
+                    self.select_context(std::slice::from_ref(&raw), true)?;
                 context_files.extend(files);
                 inputs.sources.push(("mount context".into(), digest));
                 (MountFrom::Context, rel)
@@ -1352,6 +1353,7 @@ fn clean_scratch(base: &Path) {
             .and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
+            mounts::release_stale(&e.path());
             let _ = fs::remove_dir_all(e.path());
         }
     }
