@@ -376,6 +376,13 @@ fn bind_mounts_key_on_what_they_select() {
         names.iter().any(|n| n.contains("/from-context")),
         "{names:?}"
     );
+    let reason = build_support::reason_of(&changed, "/from-context");
+    assert_eq!(reason["kind"], "files", "{reason}");
+    assert_eq!(
+        reason["changed"],
+        serde_json::json!(["dir/a.txt"]),
+        "{reason}"
+    );
     assert_eq!(
         file_in_image(&root, "bind:2", "/from-context").unwrap(),
         "two\n"

@@ -620,7 +620,13 @@ impl Planner<'_> {
                         .filter(|p: &&RunMount| p.kind == MountType::Ssh)
                         .count();
                     let (from, source) = self
-                        .mount_source(m, from.as_ref(), &mut inputs, &mut context_files, done)
+                        .mount_source(
+                            m,
+                            from.as_ref(),
+                            &mut inputs,
+                            (&mut context_files, &mut context_roots),
+                            done,
+                        )
                         .map_err(step_error)?;
                     run_mounts.push(
                         RunMount::plan(m, from, source, &workdir, ssh_index).map_err(step_error)?,
@@ -801,7 +807,7 @@ impl Planner<'_> {
         m: &strata_frontend::mount::Mount,
         from: Option<&SourceRef>,
         inputs: &mut StepInputs,
-        context_files: &mut Vec<String>,
+        (context_files, context_roots): (&mut Vec<String>, &mut Vec<String>),
         done: &Planned,
     ) -> std::result::Result<(MountFrom, String), String> {
         if !matches!(m.kind, MountType::Bind | MountType::Cache) {
@@ -814,10 +820,12 @@ impl Planner<'_> {
         Ok(match from {
             None if bind => {
                 let rel = context_relative(&raw).ok_or_else(outside)?;
-                let (digest, files, _, _) =
+                let (digest, files, roots, _) =
                     self.select_context(std::slice::from_ref(&raw), true)?;
                 context_files.extend(files);
-                inputs.sources.push(("mount context".into(), digest));
+                context_roots.extend(roots);
+                // Named as COPY's, so a miss names the changed files.
+                inputs.sources.push(("context".into(), digest));
                 (MountFrom::Context, rel)
             }
             None => (MountFrom::Nothing, String::new()),
