@@ -216,6 +216,20 @@ fn secrets_reach_the_command_and_nothing_else() {
         assert!(found.is_empty(), "{secret} found in {found:?}");
     }
 
+    // A secret file that is not there fails before the build starts.
+    let unreadable = root
+        .strata()
+        .args(["build", "--secret", "id=tok,src=/nonexistent/secret"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!unreadable.status.success());
+    assert!(
+        text(&unreadable.stderr).contains("--secret id=tok: /nonexistent/secret"),
+        "{}",
+        text(&unreadable.stderr)
+    );
+
     // The key holds no value: another secret value still hits the cache.
     let again = ok(&build("secrets:2", Some("another-value")));
     assert!(ran(&again).is_empty(), "ran: {:?}", ran(&again));

@@ -131,6 +131,11 @@ pub fn parse_secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, Secre
                 .context("--secret needs id=")?,
             (None, SecretSource::Env(v)) => v.clone(),
         };
+        // As buildx: a file that cannot be read fails the build before it starts.
+        if let SecretSource::File(path) = &source {
+            std::fs::File::open(path)
+                .with_context(|| format!("--secret id={id}: {}", path.display()))?;
+        }
         out.insert(id, source);
     }
     Ok(out)
