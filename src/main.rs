@@ -47,6 +47,9 @@ enum Command {
     /// Manage the store as a whole.
     #[command(subcommand)]
     System(commands::prune::SystemCommand),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(commands::builder::BuilderCommand),
     /// Create a container from an image and run a command in it.
     Run(commands::run::RunArgs),
     /// Create a container without starting it.
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::save_load::run_load(args),
         Command::Image(cmd) => commands::prune::run_image(cmd),
         Command::System(cmd) => commands::prune::run_system(cmd),
+        Command::Builder(cmd) => commands::builder::run(cmd),
         Command::Run(args) => commands::run::run(args),
         Command::Create(args) => commands::run::create(args),
         Command::Ps(args) => commands::ps::run(args),

@@ -23,6 +23,7 @@ mod error;
 pub mod export;
 mod layers;
 mod platform;
+mod mounts;
 mod progress;
 mod reproducible;
 mod run;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, ImageConfig};
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
+pub use mounts::{CACHE_MOUNTS_DIR, CacheMountPrune, SecretSource, prune_cache_mounts};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
 pub use reproducible::source_date_epoch;
 pub use strata_runtime::spec::Network;
@@ -101,6 +103,10 @@ pub struct BuildRequest {
     /// `--platform`: the platform to build for (`None`: this machine's). Only platforms this
     /// machine runs natively can be built (no emulation).
     pub platform: Option<Platform>,
+    /// `--secret`: the secrets RUN steps may mount, by id (values are read when mounted).
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh`: SSH agent sockets RUN steps may mount, by id.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 impl BuildRequest {
@@ -118,6 +124,8 @@ impl BuildRequest {
             network: Network::Host,
             pull: false,
             platform: None,
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
         }
     }
 }

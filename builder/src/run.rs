@@ -16,6 +16,7 @@ use strata_runtime::{Sandbox, StdioSet};
 
 use crate::copy::mkdir_all;
 use crate::error::{IoContext, Result};
+use crate::mounts::SandboxMount;
 use crate::progress::Stream;
 
 /// Lines of output kept for the error message of a failing command.
@@ -39,6 +40,8 @@ pub(crate) struct RunSpec<'a> {
     pub script: Option<(String, String)>,
     /// A scratch directory for generated files.
     pub state_dir: &'a Path,
+    /// `RUN --mount`s, parents before children.
+    pub mounts: &'a [SandboxMount],
 }
 
 /// How it ended.
@@ -86,6 +89,20 @@ pub(crate) fn run(
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .ctx(|| "writing the heredoc script".into())?;
         spec::add_bind(&mut spec, &path, &Path::new(PIPES_DIR).join(name), true);
+    }
+    for m in rs.mounts {
+        match m {
+            SandboxMount::Bind {
+                source,
+                target,
+                read_only,
+            } => spec::add_bind(&mut spec, source, Path::new(target), *read_only),
+            SandboxMount::Tmpfs { target, size } => {
+                let size = size.map(|s| format!("size={s}"));
+                let options: Vec<&str> = size.iter().map(String::as_str).collect();
+                spec::add_tmpfs(&mut spec, Path::new(target), &options);
+            }
+        }
     }
     // BuildKit creates a missing working directory, owned by the user.
     let cwd = resolve_in_root(rs.rootfs, Path::new(rs.workdir))

@@ -11,6 +11,7 @@ use serde_json::json;
 use strata_frontend::dockerignore::{Matcher, ignore_file_names, read_patterns};
 use strata_frontend::eval::{BaseState, EvaluatedStage, Expanded, Step, evaluate_stage};
 use strata_frontend::instructions::{CommandLine, NetworkMode, Security};
+use strata_frontend::mount::MountType;
 use strata_frontend::plan::{self, Base, BuildOptions, SourceRef};
 use strata_runtime::spec::Network;
 use strata_store::{Image, Platform, canonical_json};
@@ -26,6 +27,7 @@ use crate::context::{Context, Kind};
 use crate::copy::{CopyOptions, copy_path, dest_is_dir, mkdir_all, resolve_chown};
 use crate::error::{BuildError, IoContext, Result};
 use crate::layers::{self, Layer, LayerStore, Pending};
+use crate::mounts::{self, MountFrom, MountInputs, RunMount};
 use crate::progress::{Event, MissReason, ProgressSink, StepInfo};
 use crate::reproducible;
 use crate::run::{self, PIPES_DIR, RunSpec};
@@ -49,6 +51,7 @@ enum Op {
         network: Network,
         script: Option<(String, String)>,
         command: String,
+        mounts: Vec<RunMount>,
     },
     Copy {
         from: CopyFrom,
@@ -592,9 +595,6 @@ impl Planner<'_> {
         };
         let op = match &step.expanded {
             Expanded::Run(r) => {
-                if !r.mounts.is_empty() {
-                    return Err(BuildError::Unsupported("RUN --mount".into()));
-                }
                 if r.security == Security::Insecure {
                     return Err(BuildError::Unsupported("RUN --security=insecure".into()));
                 }
@@ -616,7 +616,32 @@ impl Planner<'_> {
                         env.push(format!("{k}={v}"));
                     }
                 }
-                inputs.op = json!({"run": args, "script": script}).to_string();
+                let mut run_mounts = Vec::new();
+                for (m, from) in r.mounts.iter().zip(&r.mount_sources) {
+                    let ssh_index = run_mounts
+                        .iter()
+                        .filter(|p: &&RunMount| p.kind == MountType::Ssh)
+                        .count();
+                    let (from, source) = self
+                        .mount_source(
+                            m,
+                            from.as_ref(),
+                            &mut inputs,
+                            (&mut context_files, &mut context_roots),
+                            done,
+                        )
+                        .map_err(step_error)?;
+                    run_mounts.push(
+                        RunMount::plan(m, from, source, &workdir, ssh_index).map_err(step_error)?,
+                    );
+                }
+                inputs.op = if run_mounts.is_empty() {
+                    json!({"run": args, "script": script})
+                } else {
+                    let keys: Vec<_> = run_mounts.iter().map(RunMount::key).collect();
+                    json!({"run": args, "script": script, "mounts": keys})
+                }
+                .to_string();
                 inputs.env = step.env.clone();
                 inputs.settings = BTreeMap::from([
                     ("USER".to_string(), cfg.User.clone()),
@@ -631,6 +656,7 @@ impl Planner<'_> {
                     workdir,
                     network,
                     script,
+                    mounts: run_mounts,
                 }
             }
             Expanded::Copy(_) | Expanded::Add(_) => {
@@ -778,6 +804,60 @@ impl Planner<'_> {
             reason: None,
             recorded_key: None,
             incremental: None,
+        })
+    }
+
+    /// What a bind or cache mount reads from, and the path inside it. A bind's source adds its
+    /// content to the key (the context's selection, a stage's key, an image's ID), like COPY's;
+    /// a cache's `from` only seeds a new cache, so only its name is in the key (options).
+    fn mount_source(
+        &mut self,
+        m: &strata_frontend::mount::Mount,
+        from: Option<&SourceRef>,
+        inputs: &mut StepInputs,
+        (context_files, context_roots): (&mut Vec<String>, &mut Vec<String>),
+        done: &Planned,
+    ) -> std::result::Result<(MountFrom, String), String> {
+        if !matches!(m.kind, MountType::Bind | MountType::Cache) {
+            return Ok((MountFrom::Nothing, String::new()));
+        }
+        let bind = m.kind == MountType::Bind;
+        let raw = m.source.clone().unwrap_or_else(|| ".".into());
+        let outside = || format!("forbidden path outside the build context: {raw}");
+        let image_rel = clean_abs(&raw).trim_start_matches('/').to_string();
+        Ok(match from {
+            None if bind => {
+                let rel = context_relative(&raw).ok_or_else(outside)?;
+                let (digest, files, roots, _) =
+                    self.select_context(std::slice::from_ref(&raw), true)?;
+                context_files.extend(files);
+                context_roots.extend(roots);
+                // Named as COPY's, so a miss names the changed files.
+                inputs.sources.push(("context".into(), digest));
+                (MountFrom::Context, rel)
+            }
+            None => (MountFrom::Nothing, String::new()),
+            Some(SourceRef::Stage(s)) => {
+                let stage = done
+                    .stage(*s)
+                    .ok_or_else(|| format!("stage {s} is not part of this build"))?;
+                if bind {
+                    inputs.sources.push((
+                        format!("mount stage {}", stage_label(self.df, *s)),
+                        stage.final_key.clone(),
+                    ));
+                }
+                (MountFrom::Stage(*s), image_rel)
+            }
+            Some(SourceRef::Image(reference)) => {
+                let (image, _, layers) = self.image(reference).map_err(|e| e.to_string())?;
+                if bind {
+                    inputs
+                        .sources
+                        .push((format!("mount image {reference}"), image.id().to_string()));
+                }
+                (MountFrom::Image(layers), image_rel)
+            }
         })
     }
 
@@ -1242,6 +1322,7 @@ struct StageResult {
 
 struct Exec<'a> {
     b: &'a Builder,
+    req: &'a BuildRequest,
     planned: &'a Planned,
     ctx: Option<&'a Context>,
     layers: LayerStore<'a>,
@@ -1288,6 +1369,7 @@ fn clean_scratch(base: &Path) {
             .and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
+            mounts::release_stale(&e.path());
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -1505,7 +1587,7 @@ impl Exec<'_> {
         let mount = snapshotter.mount(&active)?;
         let root = mount.path().to_path_buf();
         let outcome = match &step.op {
-            Op::Run { .. } => self.run_command(step, &root),
+            Op::Run { .. } => self.run_command(step, &root, deps),
             Op::Copy { .. } => self.copy(step, &root, deps, only),
             Op::Workdir { path, user } => (|| {
                 // BuildKit's mkdir owner lookup: a user name it cannot find means root.
@@ -1528,7 +1610,12 @@ impl Exec<'_> {
         Ok(layer)
     }
 
-    fn run_command(&self, step: &PStep, root: &Path) -> Result<()> {
+    fn run_command(
+        &self,
+        step: &PStep,
+        root: &Path,
+        deps: &HashMap<usize, Vec<Layer>>,
+    ) -> Result<()> {
         let Op::Run {
             args,
             env,
@@ -1537,6 +1624,7 @@ impl Exec<'_> {
             network,
             script,
             command,
+            mounts,
         } = &step.op
         else {
             return Ok(());
@@ -1547,15 +1635,53 @@ impl Exec<'_> {
             mkdir_all(root, &etc, None).map_err(|e| Self::step_error(step, e))?;
         }
         let state = ScratchDir::new(&self.scratch)?;
+        // The stages and images mounts read from, viewed for the run.
+        let mut views = Vec::new();
+        let mut roots = Vec::new();
+        for m in mounts {
+            let layers = match &m.from {
+                MountFrom::Stage(s) => deps.get(s).cloned().unwrap_or_default(),
+                MountFrom::Image(l) => l.clone(),
+                MountFrom::Context | MountFrom::Nothing => {
+                    roots.push(None);
+                    continue;
+                }
+            };
+            let root = match self.layers.ensure_snapshot(&layers)? {
+                Some(id) => {
+                    let view = self.b.snapshotter.view(&id)?;
+                    let path = view.path().to_path_buf();
+                    views.push(view);
+                    Some(path)
+                }
+                None => None,
+            };
+            roots.push(root);
+        }
+        let attached = mounts::attach(
+            &MountInputs {
+                store_root: self.b.store.root(),
+                scratch: &state.0,
+                context: self.ctx,
+                secrets: &self.req.secrets,
+                ssh: &self.req.ssh,
+            },
+            mounts,
+            &roots,
+        )
+        .map_err(|e| Self::step_error(step, e))?;
+        let mut env = env.clone();
+        env.extend(attached.env.iter().map(|(k, v)| format!("{k}={v}")));
         let spec = RunSpec {
             rootfs: root,
             args: args.clone(),
-            env: env.clone(),
+            env,
             user,
             workdir,
             network: *network,
             script: script.clone(),
             state_dir: &state.0,
+            mounts: &attached.mounts,
         };
         let id = step.info.id;
         let progress = self.progress;
@@ -1812,6 +1938,7 @@ pub(crate) fn build(
     let updates = Mutex::new(Updates::default());
     let exec = Exec {
         b,
+        req,
         planned: &planned,
         ctx: ctx.as_ref(),
         layers: LayerStore {

@@ -70,6 +70,12 @@ pub struct BuildArgs {
     /// Stages to build at once (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// A secret for `RUN --mount=type=secret`: `id=X,src=FILE` or `id=X,env=VAR` (repeatable).
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long)]
+    ssh: Vec<String>,
     /// The build context directory; `-` reads a context tar (or a lone Dockerfile) from
     /// standard input.
     context: String,
@@ -326,6 +332,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         network,
         pull: args.pull,
         platform,
+        secrets: super::builder::parse_secrets(&args.secrets)?,
+        ssh: super::builder::parse_ssh(&args.ssh)?,
     };
     let outcome = match builder.build(&request, &renderer) {
         Ok(o) => o,

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod build_output;
+pub mod builder;
 pub mod commit;
 pub mod container_output;
 pub mod cp;

@@ -1,0 +1,173 @@
+//! `strata builder prune`, and the `strata build --secret` / `--ssh` flag values.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use strata_builder::SecretSource;
+use strata_store::{GcOptions, ImagePrune};
+
+use super::image_output::{human_size, open_store};
+use super::prune::{confirm, delete_snapshot};
+
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache: cached step results and RUN cache mounts.
+    Prune(BuilderPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuilderPruneArgs {
+    /// Remove all build cache (strata keeps no other kind: accepted for Docker's sake).
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn run(cmd: BuilderCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BuilderCommand::Prune(args) => prune(&args),
+    }
+}
+
+/// Docker's `builder prune`: every cache mount no build holds, then the `cache:` GC roots of
+/// step results and a collection of what only they kept. Images are left alone.
+fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
+    let what = if args.all {
+        "all build cache"
+    } else {
+        "all dangling build cache"
+    };
+    if !args.force && !confirm(what)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = open_store()?;
+    let mounts = strata_builder::prune_cache_mounts(store.root())
+        .context("removing the RUN cache mounts")?;
+    let report = store.gc(
+        &GcOptions {
+            images: ImagePrune::None,
+            build_cache: true,
+        },
+        &mut delete_snapshot,
+    )?;
+    if !mounts.removed.is_empty() || !report.deleted_blobs.is_empty() {
+        println!("Deleted build cache objects:");
+        for id in &mounts.removed {
+            println!("cache mount {id}");
+        }
+        for d in &report.deleted_blobs {
+            println!("{d}");
+        }
+        println!();
+    }
+    if mounts.in_use > 0 {
+        eprintln!(
+            "{} cache mount(s) in use by a running build were kept",
+            mounts.in_use
+        );
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed + mounts.reclaimed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--secret id=X[,src=FILE|,env=VAR][,type=file|env]` as buildx reads it: `source`/`src`
+/// name a file (or, with `type=env`, a variable); with neither, the variable named by the id if
+/// it is set, else the file named by the id.
+pub fn parse_secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        let (mut id, mut typ, mut src, mut env) = (None, None, None, None);
+        for field in value.split(',') {
+            let (key, v) = field
+                .split_once('=')
+                .with_context(|| format!("invalid --secret {value:?}: {field:?} is not K=V"))?;
+            match key.to_ascii_lowercase().as_str() {
+                "id" => id = Some(v.to_string()),
+                "type" => typ = Some(v.to_string()),
+                "source" | "src" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                _ => bail!("invalid --secret {value:?}: unexpected key {key:?}"),
+            }
+        }
+        let source = match typ.as_deref() {
+            Some("env") => SecretSource::Env(
+                env.or(src)
+                    .or_else(|| id.clone())
+                    .context("--secret type=env needs env= or id=")?,
+            ),
+            Some("file") => SecretSource::File(
+                src.or_else(|| id.clone())
+                    .context("--secret type=file needs src= or id=")?
+                    .into(),
+            ),
+            Some(other) => bail!("invalid --secret {value:?}: unsupported type {other:?}"),
+            None => match (src, env) {
+                (Some(path), _) => SecretSource::File(path.into()),
+                (None, Some(var)) => SecretSource::Env(var),
+                (None, None) => {
+                    let name = id.clone().context("--secret needs id=")?;
+                    if std::env::var_os(&name).is_some() {
+                        SecretSource::Env(name)
+                    } else {
+                        SecretSource::File(name.into())
+                    }
+                }
+            },
+        };
+        let id = match (id, &source) {
+            (Some(id), _) => id,
+            (None, SecretSource::File(p)) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .context("--secret needs id=")?,
+            (None, SecretSource::Env(v)) => v.clone(),
+        };
+        // As buildx: a file that cannot be read fails the build before it starts.
+        if let SecretSource::File(path) = &source {
+            std::fs::File::open(path)
+                .with_context(|| format!("--secret id={id}: {}", path.display()))?;
+        }
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `--ssh default` (the agent of `$SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`.
+pub fn parse_ssh(values: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        let (id, path) = match value.split_once('=') {
+            Some((id, path)) => {
+                if path.contains(',') {
+                    bail!("--ssh {value:?}: only one agent socket per id is supported");
+                }
+                (id.to_string(), PathBuf::from(path))
+            }
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK").with_context(|| {
+                    format!("--ssh {value}: SSH_AUTH_SOCK is not set (start ssh-agent, or give ID=SOCKET)")
+                })?;
+                (value.clone(), PathBuf::from(sock))
+            }
+        };
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("--ssh {id}: {}", path.display()))?;
+        if !meta.file_type().is_socket() {
+            bail!(
+                "--ssh {id}: {} is not an SSH agent socket (key files are not supported: add the key to an ssh-agent)",
+                path.display()
+            );
+        }
+        out.insert(id, path);
+    }
+    Ok(out)
+}
