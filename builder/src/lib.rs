@@ -22,6 +22,7 @@ mod copy;
 mod error;
 mod layers;
 mod progress;
+mod remote_cache;
 mod run;
 mod solver;
 mod source;
@@ -34,6 +35,10 @@ pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, I
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use remote_cache::{
+    ARTIFACT_TYPE, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource, artifact_config,
+    artifact_layers, entries_of_config, select,
+};
 pub use strata_runtime::spec::Network;
 
 use strata_snapshotter::{LayerOptions, Snapshotter};
@@ -123,6 +128,8 @@ pub struct BuildOutcome {
     pub executed: usize,
     /// Steps taken from the cache.
     pub cached: usize,
+    /// Every step's result in this build (made or found), for `--cache-to`.
+    pub cache: Vec<CacheEntry>,
 }
 
 /// Builds images into a store.
@@ -133,6 +140,7 @@ pub struct Builder {
     images: Arc<dyn ImageProvider>,
     jobs: usize,
     layer_options: LayerOptions,
+    import: CacheImport,
 }
 
 impl Builder {
@@ -150,6 +158,7 @@ impl Builder {
             images: Arc::new(LocalImagesOnly),
             jobs,
             layer_options: LayerOptions::default(),
+            import: CacheImport::new(),
         }
     }
 
@@ -168,6 +177,12 @@ impl Builder {
     /// How new layers are written (compression, `SOURCE_DATE_EPOCH`).
     pub fn with_layer_options(mut self, options: LayerOptions) -> Builder {
         self.layer_options = options;
+        self
+    }
+
+    /// Cache entries from elsewhere (`--cache-from`) that count as hits.
+    pub fn with_cache_import(mut self, import: CacheImport) -> Builder {
+        self.import = import;
         self
     }
 
