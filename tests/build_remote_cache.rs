@@ -222,10 +222,46 @@ fn registry_cache_makes_a_fresh_store_fully_cached_and_fetches_only_what_the_ima
     // One source file changes: only the steps that depend on it run.
     fs::write(ctx.path().join("src.txt"), "source v2\n").unwrap();
     let fifth = machine();
+    let before = registry.requests().len();
     let ev = build(
         &fifth,
         ctx.path(),
-        &["-t", "app:v2", "--cache-from", &cache_from],
+        &[
+            "-t",
+            "app:v2",
+            "--cache-from",
+            &cache_from,
+            "--cache-to",
+            &cache_to,
+        ],
+    );
+    // Its export uploads only the new layers: the registry has the others (HEAD).
+    let requests = registry_support::requests_since(&registry, before);
+    let uploaded: BTreeSet<String> = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT ") && r.contains("digest=sha256"))
+        .filter_map(|r| r.split("digest=").nth(1))
+        .map(|d| d.split('&').next().unwrap().replace("%3A", ":"))
+        .collect();
+    let old_layers: BTreeSet<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let new_manifest: Value =
+        serde_json::from_slice(&registry_support::raw_manifest(&cache)).unwrap();
+    let reused = new_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| old_layers.contains(l["digest"].as_str().unwrap()))
+        .count();
+    assert!(reused >= 3, "{new_manifest}");
+    assert!(!uploaded.is_empty(), "{requests:?}");
+    assert!(
+        uploaded.is_disjoint(&old_layers),
+        "{uploaded:?} {requests:?}"
     );
     let ran = started(&ev);
     assert_eq!(ran.len(), 4, "{ran:?}");
