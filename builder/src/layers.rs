@@ -132,6 +132,8 @@ pub(crate) struct LayerStore<'a> {
     /// One unpacking at a time in this process: stages sharing a base wait for each other
     /// instead of unpacking it twice.
     pub unpacking: &'a Mutex<()>,
+    /// Where layers of imported cache hits are fetched from when their files are needed.
+    pub import: &'a crate::remote_cache::CacheImport,
 }
 
 impl LayerStore<'_> {
@@ -161,6 +163,7 @@ impl LayerStore<'_> {
             let parent = snapshot_id(&layers[..n - 1]);
             let digest = layer.parsed_digest()?;
             let diff_id = parse_digest(&layer.diff_id)?;
+            self.fetch(layer)?;
             self.snapshotter
                 .ensure_layer(&id, parent.as_deref(), &diff_id, || {
                     self.store
@@ -170,6 +173,15 @@ impl LayerStore<'_> {
             self.hold(&id, digest);
         }
         Ok(Some(top))
+    }
+
+    /// Makes sure the blob of `layer` is here (an imported hit's may not be yet).
+    pub fn fetch(&self, layer: &Layer) -> Result<()> {
+        if let Some(record) = self.import.ensure_blob(self.store, self.lease, layer)? {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.layers.push(record);
+        }
+        Ok(())
     }
 
     fn hold(&self, snapshot: &str, blob: Digest) {

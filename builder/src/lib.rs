@@ -22,9 +22,10 @@ mod copy;
 mod error;
 pub mod export;
 mod layers;
-mod platform;
 mod mounts;
+mod platform;
 mod progress;
+mod remote_cache;
 mod reproducible;
 mod run;
 mod solver;
@@ -39,6 +40,10 @@ pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use mounts::{CACHE_MOUNTS_DIR, CacheMountPrune, SecretSource, prune_cache_mounts};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use remote_cache::{
+    ARTIFACT_TYPE, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource, artifact_config,
+    artifact_layers, entries_of_config, select,
+};
 pub use reproducible::source_date_epoch;
 pub use strata_runtime::spec::Network;
 
@@ -139,6 +144,8 @@ pub struct BuildOutcome {
     pub executed: usize,
     /// Steps taken from the cache.
     pub cached: usize,
+    /// Every step's result in this build (made or found), for `--cache-to`.
+    pub cache: Vec<CacheEntry>,
 }
 
 /// Builds images into a store.
@@ -149,6 +156,7 @@ pub struct Builder {
     images: Arc<dyn ImageProvider>,
     jobs: usize,
     layer_options: LayerOptions,
+    import: CacheImport,
 }
 
 impl Builder {
@@ -166,6 +174,7 @@ impl Builder {
             images: Arc::new(LocalImagesOnly),
             jobs,
             layer_options: LayerOptions::default(),
+            import: CacheImport::new(),
         }
     }
 
@@ -184,6 +193,12 @@ impl Builder {
     /// How new layers are written (compression, `SOURCE_DATE_EPOCH`).
     pub fn with_layer_options(mut self, options: LayerOptions) -> Builder {
         self.layer_options = options;
+        self
+    }
+
+    /// Cache entries from elsewhere (`--cache-from`) that count as hits.
+    pub fn with_cache_import(mut self, import: CacheImport) -> Builder {
+        self.import = import;
         self
     }
 

@@ -1074,7 +1074,13 @@ fn lookup_and_explain(
             let hit = results
                 .get(&step.key)
                 .filter(|r| r.layer.parsed_digest().is_ok_and(|d| b.store.has_blob(&d)))
-                .cloned();
+                .cloned()
+                .or_else(|| {
+                    b.import.get(&step.key).map(|e| CacheRecord {
+                        layer: e.layer.clone(),
+                        created: e.created.clone(),
+                    })
+                });
             if let Some(hit) = hit.filter(|_| !req.no_cache) {
                 step.cached = Some(hit);
             } else {
@@ -1951,6 +1957,7 @@ pub(crate) fn build(
             },
             pending: &pending,
             unpacking: &unpacking,
+            import: &b.import,
         },
         progress,
         updates: &updates,
@@ -1960,8 +1967,34 @@ pub(crate) fn build(
     };
     let results = exec.run_stages();
     let executed = exec.executed.load(Ordering::Relaxed) as usize;
+    // The final image's layers that only an imported cache has, unless they may stay there.
+    let results = results.and_then(|r| {
+        if b.import.fetches_final()
+            && let Some(target) = planned.stages.last().and_then(|t| r.get(&t.index))
+        {
+            for layer in &target.layers {
+                exec.layers.fetch(layer)?;
+            }
+        }
+        Ok(r)
+    });
 
     let mut updates = updates.into_inner().unwrap_or_else(|e| e.into_inner());
+    let cache_entries = remote_cache_entries(&planned, &updates, results.as_ref().ok());
+    // Imported hits whose layers are here now are hits for later builds without the import.
+    for e in &cache_entries {
+        if b.import.get(&e.key).is_some_and(|i| i.layer == e.layer)
+            && e.layer.parsed_digest().is_ok_and(|d| b.store.has_blob(&d))
+        {
+            updates.results.push((
+                e.key.clone(),
+                CacheRecord {
+                    layer: e.layer.clone(),
+                    created: e.created.clone(),
+                },
+            ));
+        }
+    }
     if let Some(c) = &ctx
         && let Some(stat) = c.updated_stat_cache()
     {
@@ -1984,7 +2017,44 @@ pub(crate) fn build(
         image,
         executed,
         cached: total - executed,
+        cache: cache_entries,
     })
+}
+
+/// Every step's result in this build, for `--cache-to`.
+fn remote_cache_entries(
+    planned: &Planned,
+    updates: &Updates,
+    results: Option<&HashMap<usize, StageResult>>,
+) -> Vec<crate::CacheEntry> {
+    let made: HashMap<&str, &CacheRecord> = updates
+        .results
+        .iter()
+        .map(|(k, r)| (k.as_str(), r))
+        .collect();
+    let final_layers: HashSet<&str> = planned
+        .stages
+        .last()
+        .and_then(|t| results?.get(&t.index))
+        .map(|r| r.layers.iter().map(|l| l.digest.as_str()).collect())
+        .unwrap_or_default();
+    planned
+        .stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter_map(|step| {
+            let record = step
+                .cached
+                .as_ref()
+                .or(made.get(step.key.as_str()).copied())?;
+            Some(crate::CacheEntry {
+                key: step.key.clone(),
+                layer: record.layer.clone(),
+                created: record.created.clone(),
+                in_final_image: final_layers.contains(record.layer.digest.as_str()),
+            })
+        })
+        .collect()
 }
 
 /// Writes the target stage's image: config (history dated by the layers' records, so a cached
@@ -2059,6 +2129,16 @@ fn assemble(
             return Ok(image);
         }
     }
-    Ok(b.store
-        .create_image(lease, &config, &descriptors, &req.tags)?)
+    if descriptors.iter().all(|d| b.store.has_blob(d.digest())) {
+        return Ok(b
+            .store
+            .create_image(lease, &config, &descriptors, &req.tags)?);
+    }
+    crate::remote_cache::store_image_without_layers(
+        &b.store,
+        lease,
+        &config,
+        descriptors,
+        &req.tags,
+    )
 }

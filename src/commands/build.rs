@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use strata_builder::{BuildRequest, Builder, Network};
+use strata_builder::{BuildRequest, Builder, Layer, Network};
 use strata_codec::Decoder;
 use strata_registry_client::PushOptions;
 use strata_snapshotter::{ExtractOptions, Snapshotter, WhiteoutMode};
 use strata_store::reference;
 
+use super::build_cache::{CacheLocation, CacheSpec, CacheTransfers};
 use super::image_output::open_store;
 use crate::progress::{ProgressMode, Renderer};
 
@@ -76,6 +77,15 @@ pub struct BuildArgs {
     /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
     #[arg(long)]
     ssh: Vec<String>,
+    /// Export the build cache: `type=registry,ref=NAME[,mode=min|max]`, `type=local,dest=DIR`,
+    /// or `type=inline` (in the pushed image's config; needs --push). Repeatable.
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
+    /// Use a build cache exported before: `type=registry,ref=NAME` (or just `NAME`) or
+    /// `type=local,src=DIR`. Only the metadata is read up front; a layer is fetched when a
+    /// step needs its files or the image is stored. Repeatable; the first that has a step wins.
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
     /// The build context directory; `-` reads a context tar (or a lone Dockerfile) from
     /// standard input.
     context: String,
@@ -86,6 +96,10 @@ fn key_value(flag: &str, s: &str) -> anyhow::Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("{flag} {s:?}: expected KEY=VALUE"),
     }
+}
+
+fn parse_cache_specs(flag: &str, values: &[String]) -> anyhow::Result<Vec<CacheSpec>> {
+    values.iter().map(|v| CacheSpec::parse(flag, v)).collect()
 }
 
 /// What standard input held for `strata build -`.
@@ -222,6 +236,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if push && args.tags.is_empty() && outputs.iter().all(|o| o.store_names().is_empty()) {
         bail!("--push needs a name to push to: add -t REGISTRY/NAME[:TAG]");
     }
+    let cache_to = parse_cache_specs("--cache-to", &args.cache_to)?;
+    let cache_from = parse_cache_specs("--cache-from", &args.cache_from)?;
+    let inline_cache = cache_to.iter().any(|c| c.location == CacheLocation::Inline);
+    if inline_cache && !push {
+        bail!("--cache-to type=inline puts the cache in the pushed image: add --push");
+    }
     let mut tags = Vec::new();
     for t in &args.tags {
         let r =
@@ -320,6 +340,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(jobs) = args.jobs {
         builder = builder.with_jobs(jobs);
     }
+    let mut transfers = None;
+    if !cache_to.is_empty() || !cache_from.is_empty() {
+        let mut t = CacheTransfers::new()?;
+        let import = t.import(&cache_from, quiet)?;
+        // A pushed image's imported layers stay in the registry: the push mounts them.
+        builder = builder.with_cache_import(import.fetch_final(!push));
+        transfers = Some(t);
+    }
     let request = BuildRequest {
         dockerfile,
         dockerfile_path,
@@ -343,7 +371,23 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     renderer.finish();
-    let id = outcome.image.id().to_string();
+    let mut id = outcome.image.id().to_string();
+    if let Some(t) = &transfers {
+        for spec in cache_to
+            .iter()
+            .filter(|c| c.location != CacheLocation::Inline)
+        {
+            t.export(builder.store(), spec, &outcome.cache)?;
+        }
+    }
+    if inline_cache {
+        super::build_cache::add_inline_cache(builder.store(), &request.tags, &outcome.cache)?;
+        id = builder
+            .store()
+            .resolve(&request.tags[0].to_string())?
+            .id()
+            .to_string();
+    }
     if let Some(path) = &args.iidfile {
         fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -363,12 +407,36 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let store = builder.store();
         for tag in &request.tags {
             let quiet = renderer.mode() == ProgressMode::Quiet;
+            if let Some(t) = &transfers {
+                let image = store.resolve(&tag.to_string())?;
+                t.push_remote_layers(store, tag, &Layer::of_image(&image)?)?;
+            }
             super::push::push_reference(
                 store,
                 &tag.tag_name_only(),
                 &PushOptions::default(),
                 quiet,
             )?;
+        }
+        // An image whose cached layers were left in the registry is not kept under its names:
+        // every named image of the store has all its blobs (`run` pulls this one when asked).
+        if let Some(image) = request
+            .tags
+            .first()
+            .and_then(|t| store.resolve(&t.to_string()).ok())
+            && image
+                .manifest
+                .layers()
+                .iter()
+                .any(|l| !store.has_blob(l.digest()))
+        {
+            for tag in &request.tags {
+                store.untag(tag)?;
+            }
+            eprintln!(
+                "note: the image's cached layers stay in the registry; `strata pull {}` fetches them",
+                request.tags[0].familiar_string()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

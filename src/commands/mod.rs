@@ -1,6 +1,7 @@
 //! One module per command (or group of commands).
 
 pub mod build;
+pub mod build_cache;
 pub mod build_output;
 pub mod builder;
 pub mod commit;
