@@ -1727,7 +1727,15 @@ impl Exec<'_> {
             };
             copy_path(&src_root, m, root, dest, &options).map_err(|e| err(format!("{m}: {e}")))?;
         }
-        remote::copy_remotes(&flags.remotes, &self.scratch, root, dest, &options).map_err(err)?;
+        if !flags.remotes.is_empty() {
+            let excludes = CopyFilter::new(&[], &flags.excludes).map_err(err)?;
+            let options = CopyOptions {
+                filter: excludes.as_ref(),
+                ..options
+            };
+            remote::copy_remotes(&flags.remotes, &self.scratch, root, dest, &options)
+                .map_err(err)?;
+        }
         if !inline.is_empty() {
             let dir = ScratchDir::new(&self.scratch)?;
             for (name, data) in inline {
