@@ -458,3 +458,36 @@ fn add_git_repository_is_keyed_by_commit_with_and_without_git_dir() {
     let (_, out, _) = run_image(&root, "git:2", &["cat".into(), "/sub/inner.txt".into()]);
     assert_eq!(out, "inner 2\n");
 }
+
+#[test]
+fn an_excluded_file_is_not_part_of_the_key() {
+    let root = Root::with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nCOPY --exclude=*.log --exclude=tmp app /app/\nCOPY --parents ./app/./keep.txt /p/\n",
+    );
+    write(ctx.path(), "app/keep.txt", "keep\n");
+    write(ctx.path(), "app/debug.log", "one\n");
+    write(ctx.path(), "app/tmp/scratch", "one\n");
+    let dir = ctx.path().to_str().unwrap();
+    ok(&root.build_json(&["-t", "ex:1", dir]));
+    write(ctx.path(), "app/debug.log", "two\n");
+    write(ctx.path(), "app/tmp/scratch", "two\n");
+    let ev = ok(&root.build_json(&["-t", "ex:1", dir]));
+    assert!(started(&ev).is_empty(), "ran: {:?}", started(&ev));
+    write(ctx.path(), "app/keep.txt", "changed\n");
+    let ev = ok(&root.build_json(&["-t", "ex:2", dir]));
+    assert_eq!(started(&ev).len(), 2, "{:?}", started(&ev));
+    let (_, out, all) = run_image(
+        &root,
+        "ex:2",
+        &[
+            "sh".into(),
+            "-c".into(),
+            "ls -A /app; cat /p/keep.txt".into(),
+        ],
+    );
+    assert_eq!(out, "keep.txt\nchanged\n", "{all}");
+}
