@@ -157,7 +157,10 @@ pub(crate) fn fetch_url(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|r: &Remembered| content_dir(&slot, &r.digest).join(&r.name).is_file());
+    // No overall deadline (the blocking client's default is 30 s, too short for big files).
     let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .connect_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| format!("{url}: {e}"))?;
     let mut request = client.get(url);
@@ -187,7 +190,12 @@ pub(crate) fn fetch_url(
             let mtime = header(reqwest::header::LAST_MODIFIED)
                 .and_then(|v| http_date(&v))
                 .unwrap_or(0);
-            let tmp = TempDir(slot.join(format!(".download-{}", std::process::id())));
+            static NEXT_DOWNLOAD: AtomicU64 = AtomicU64::new(0);
+            let tmp = TempDir(slot.join(format!(
+                ".download-{}-{}",
+                std::process::id(),
+                NEXT_DOWNLOAD.fetch_add(1, Ordering::Relaxed)
+            )));
             let _ = fs::remove_dir_all(&tmp.0);
             fs::create_dir(&tmp.0).map_err(|e| format!("{url}: {e}"))?;
             let path = tmp.0.join(&name);
@@ -214,7 +222,7 @@ pub(crate) fn fetch_url(
                 mtime,
             };
             let json = serde_json::to_vec(&known).map_err(|e| e.to_string())?;
-            let tmp_meta = slot.join(format!(".meta-{}", std::process::id()));
+            let tmp_meta = tmp.0.with_extension("meta");
             fs::write(&tmp_meta, json)
                 .and_then(|_| fs::rename(&tmp_meta, &meta_path))
                 .map_err(|e| format!("{url}: {e}"))?;
