@@ -26,6 +26,7 @@ use strata_runtime::rootpath::resolve_in_root;
 use strata_snapshotter::{ExtractOptions, WhiteoutMode};
 
 use crate::context::Kind;
+use crate::filter::{CopyFilter, Decision};
 use crate::source::{SourceRoot, SrcEntry, join};
 
 /// How a COPY writes.
@@ -40,6 +41,8 @@ pub(crate) struct CopyOptions<'a> {
     /// Redo only these source paths (changed, removed): the destination already holds the
     /// previous copy of everything else.
     pub only: Option<(&'a HashSet<String>, &'a HashSet<String>)>,
+    /// `--exclude` and `--parents`: what is selected below each source.
+    pub filter: Option<&'a CopyFilter>,
 }
 
 /// Whether `dest` names a directory by its spelling (BuildKit adds a trailing `/` for these).
@@ -100,8 +103,9 @@ pub(crate) fn copy_path(
         src,
         options,
         inodes: HashMap::new(),
+        top: rel.clone(),
     };
-    copier.copy(&rel, &entry, &target, false)
+    copier.copy(&rel, &entry, &target, false).map(|_| ())
 }
 
 struct Copier<'a, 'b> {
@@ -109,6 +113,8 @@ struct Copier<'a, 'b> {
     options: &'a CopyOptions<'a>,
     /// First destination of each multiply-linked source inode.
     inodes: HashMap<(u64, u64), PathBuf>,
+    /// The source path the copy started at: filters see paths relative to it.
+    top: String,
 }
 
 impl Copier<'_, '_> {
@@ -118,13 +124,26 @@ impl Copier<'_, '_> {
         entry: &SrcEntry,
         target: &Path,
         overwrite_metadata: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
+        let mut decision = Decision::Copy;
+        if let Some(filter) = self.options.filter {
+            let below = rel
+                .strip_prefix(self.top.as_str())
+                .unwrap_or(rel)
+                .trim_start_matches('/');
+            if !below.is_empty() {
+                decision = filter.decide(below, entry.kind == Kind::Dir);
+            }
+        }
+        if decision == Decision::Skip {
+            return Ok(false);
+        }
         let unchanged = self
             .options
             .only
             .is_some_and(|(changed, _)| !changed.contains(rel));
         if unchanged && entry.kind != Kind::Dir {
-            return Ok(());
+            return Ok(true);
         }
         let existing = fs::symlink_metadata(target).ok();
         let mut set_info = true;
@@ -142,12 +161,20 @@ impl Copier<'_, '_> {
                         true
                     }
                 };
+                let mut copied_below = false;
                 for name in self.src.list(rel)? {
                     let child = join(rel, &name);
                     let Some(e) = self.src.lstat(&child)? else {
                         continue;
                     };
-                    self.copy(&child, &e, &target.join(&name), true)?;
+                    copied_below |= self.copy(&child, &e, &target.join(&name), true)?;
+                }
+                // A directory kept only for what is below it is made only when something is.
+                if decision == Decision::Descend && !copied_below {
+                    if created {
+                        fs::remove_dir(target)?;
+                    }
+                    return Ok(false);
                 }
                 if let Some((_, removed)) = self.options.only {
                     for gone in removed {
@@ -194,12 +221,12 @@ impl Copier<'_, '_> {
                 };
                 rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(entry.mode), entry.rdev)?;
             }
-            Kind::Socket => return Ok(()),
+            Kind::Socket => return Ok(false),
         }
         if set_info {
             self.set_info(rel, entry, target)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// fsutil's `copyFileInfo` + `copyXAttrs`: owner, then mode (chown clears setuid bits),
@@ -265,11 +292,13 @@ fn unpack(
         chmod: None,
         unpack_into: None,
         only: None,
+        filter: None,
     };
     let mut copier = Copier {
         src: &src,
         options: &options,
         inodes: HashMap::new(),
+        top: String::new(),
     };
     for name in src.list("")? {
         if let Some(entry) = src.lstat(&name)? {

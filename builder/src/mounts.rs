@@ -432,6 +432,7 @@ fn materialize(src: &SourceRoot<'_>, rel: &str, into: &Path) -> Result<PathBuf, 
         chmod: None,
         unpack_into: None,
         only: None,
+        filter: None,
     };
     let is_dir = entry.1.kind == crate::context::Kind::Dir;
     let (dest, path) = if is_dir {

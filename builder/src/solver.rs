@@ -26,9 +26,11 @@ use crate::config::{
 use crate::context::{Context, Kind};
 use crate::copy::{CopyOptions, copy_path, dest_is_dir, mkdir_all, resolve_chown};
 use crate::error::{BuildError, IoContext, Result};
+use crate::filter::{CopyFilter, CopyFlags};
 use crate::layers::{self, Layer, LayerStore, Pending};
 use crate::mounts::{self, MountFrom, MountInputs, RunMount};
 use crate::progress::{Event, MissReason, ProgressSink, StepInfo};
+use crate::remote;
 use crate::reproducible;
 use crate::run::{self, PIPES_DIR, RunSpec};
 use crate::source::SourceRoot;
@@ -62,6 +64,7 @@ enum Op {
         chown: Option<String>,
         chmod: Option<u32>,
         unpack: bool,
+        flags: CopyFlags,
     },
     Workdir {
         path: String,
@@ -541,7 +544,13 @@ impl Planner<'_> {
                 appended: true,
                 layer: Some((stage.index, step_index)),
             });
-            stage.final_key = pstep.key.clone();
+            stage.final_key = match &pstep.op {
+                // What follows a linked copy still depends on what is below it.
+                Op::Copy { flags, .. } if flags.link => {
+                    key_of(&json!([stage.final_key, pstep.key]))
+                }
+                _ => pstep.key.clone(),
+            };
             stage.steps.push(pstep);
         }
         Ok(())
@@ -660,14 +669,15 @@ impl Planner<'_> {
                 }
             }
             Expanded::Copy(_) | Expanded::Add(_) => {
-                let (what, sources, inline, raw_dest, from, chown, chmod, unpack) =
+                let (what, sources, inline, raw_dest, from, chown, chmod, unpack, flags) =
                     match &step.expanded {
                         Expanded::Copy(c) => {
-                            if c.link || c.parents || !c.excludes.is_empty() {
-                                return Err(BuildError::Unsupported(
-                                    "COPY --link, --parents and --exclude".into(),
-                                ));
-                            }
+                            let flags = CopyFlags {
+                                link: c.link,
+                                parents: c.parents,
+                                excludes: c.excludes.clone(),
+                                remotes: Vec::new(),
+                            };
                             (
                                 "copy",
                                 c.sources.clone(),
@@ -677,32 +687,30 @@ impl Planner<'_> {
                                 c.chown.clone(),
                                 c.chmod,
                                 false,
+                                flags,
                             )
                         }
                         Expanded::Add(a) => {
-                            if a.link
-                                || a.checksum.is_some()
-                                || a.keep_git_dir
-                                || !a.excludes.is_empty()
-                            {
-                                return Err(BuildError::Unsupported(
-                                    "ADD --link, --checksum, --keep-git-dir and --exclude".into(),
-                                ));
-                            }
-                            if let Some(url) = a.sources.iter().find(|s| is_remote(s)) {
-                                return Err(BuildError::Unsupported(format!(
-                                    "ADD from a URL or git repository ({url})"
-                                )));
-                            }
+                            let downloads = self.b.store.root().join("builder-downloads");
+                            let (local, remotes, keyed) =
+                                remote::plan_sources(a, &downloads).map_err(step_error)?;
+                            inputs.sources.extend(keyed);
+                            let flags = CopyFlags {
+                                link: a.link,
+                                parents: false,
+                                excludes: a.excludes.clone(),
+                                remotes,
+                            };
                             (
                                 "add",
-                                a.sources.clone(),
+                                local,
                                 &a.inline,
                                 a.dest.clone(),
                                 None,
                                 a.chown.clone(),
                                 a.chmod,
                                 a.unpack.unwrap_or(true),
+                                flags,
                             )
                         }
                         _ => unreachable!(),
@@ -725,9 +733,10 @@ impl Planner<'_> {
                     .map(|i| (i.path.clone(), i.data.clone()))
                     .collect();
                 let copy_from = match &from {
+                    None if sources.is_empty() && !flags.remotes.is_empty() => CopyFrom::Context,
                     None => {
                         let (digest, files, roots, lines) = self
-                            .select_context(&sources, inline.is_empty())
+                            .select_context(&sources, inline.is_empty(), &flags)
                             .map_err(step_error)?;
                         context_files = files;
                         context_roots = roots;
@@ -759,8 +768,15 @@ impl Planner<'_> {
                     "dest": dest,
                     "chmod": chmod,
                     "unpack": unpack,
+                    "link": flags.link,
+                    "parents": flags.parents,
+                    "exclude": flags.excludes,
                 })
                 .to_string();
+                if flags.link {
+                    // BuildKit: a linked copy does not depend on what is below it.
+                    inputs.parent = String::new();
+                }
                 if let Some(c) = &chown {
                     inputs.settings.insert("chown".into(), c.clone());
                 }
@@ -772,6 +788,7 @@ impl Planner<'_> {
                     chown,
                     chmod,
                     unpack,
+                    flags,
                 }
             }
             Expanded::Workdir { resolved, .. } => {
@@ -829,7 +846,7 @@ impl Planner<'_> {
             None if bind => {
                 let rel = context_relative(&raw).ok_or_else(outside)?;
                 let (digest, files, roots, _) =
-                    self.select_context(std::slice::from_ref(&raw), true)?;
+                    self.select_context(std::slice::from_ref(&raw), true, &CopyFlags::default())?;
                 context_files.extend(files);
                 context_roots.extend(roots);
                 // Named as COPY's, so a miss names the changed files.
@@ -870,21 +887,23 @@ impl Planner<'_> {
         &mut self,
         sources: &[String],
         need_match: bool,
+        flags: &CopyFlags,
     ) -> std::result::Result<(String, Vec<String>, Vec<String>, Vec<String>), String> {
         let threads = self.b.jobs.max(2);
         let ctx = self.context().map_err(|e| e.to_string())?;
         let view = SourceRoot::Context(ctx);
-        let mut selected: Vec<(String, String, String)> = Vec::new(); // (source, match, resolved)
+        // (source, match, resolved, what is selected below it)
+        let mut selected: Vec<(String, String, String, Option<std::rc::Rc<CopyFilter>>)> =
+            Vec::new();
         for src in sources {
-            let Some(rel) = context_relative(src) else {
-                return Err(format!("forbidden path outside the build context: {src}"));
-            };
+            let (rel, filter) = flags.selection(src, context_relative, &view)?;
+            let filter = filter.map(std::rc::Rc::new);
             let matches = view.expand(&rel).map_err(|e| format!("{src}: {e}"))?;
             let wildcard = matches.len() != 1 || matches[0] != rel;
             for m in matches {
                 match view.resolve(&m).map_err(|e| format!("{src}: {e}"))? {
                     Some((resolved, _)) if wildcard || !ctx.is_hollow(&resolved) => {
-                        selected.push((src.clone(), m, resolved))
+                        selected.push((src.clone(), m, resolved, filter.clone()))
                     }
                     _ if wildcard => {}
                     _ => {
@@ -901,13 +920,23 @@ impl Planner<'_> {
                 "no source files were specified (nothing in the build context matches)".into(),
             );
         }
+        let kept =
+            |resolved: &str, path: &str, e: &crate::context::Entry, f: Option<&CopyFilter>| {
+                f.is_none_or(|f| {
+                    let below = path[resolved.len()..].trim_start_matches('/');
+                    below.is_empty()
+                        || f.decide(below, e.kind == Kind::Dir) != crate::filter::Decision::Skip
+                })
+            };
         let mut files: Vec<String> = Vec::new();
-        for (_, _, resolved) in &selected {
+        for (_, _, resolved, filter) in &selected {
             match ctx.entry(resolved).map(|e| e.kind) {
                 Some(Kind::File) => files.push(resolved.clone()),
                 Some(Kind::Dir) | None => files.extend(
                     ctx.below(resolved)
-                        .filter(|(_, e)| e.kind == Kind::File)
+                        .filter(|(p, e)| {
+                            e.kind == Kind::File && kept(resolved, p, e, filter.as_deref())
+                        })
                         .map(|(p, _)| p.clone()),
                 ),
                 _ => {}
@@ -916,7 +945,7 @@ impl Planner<'_> {
         let refs: Vec<&str> = files.iter().map(String::as_str).collect();
         ctx.hash_files(&refs, threads).map_err(|e| e.to_string())?;
         let mut lines = Vec::new();
-        for (src, m, resolved) in &selected {
+        for (src, m, resolved, filter) in &selected {
             lines.push(format!("source {src} {m} {resolved}"));
             let mut describe = |p: &str, e: &crate::context::Entry| {
                 lines.push(format!(
@@ -936,20 +965,15 @@ impl Planner<'_> {
                 describe(resolved, e);
             }
             for (p, e) in ctx.below(resolved) {
-                describe(p, e);
+                if kept(resolved, p, e, filter.as_deref()) {
+                    describe(p, e);
+                }
             }
         }
         let digest = strata_codec::sha256_digest(lines.join("\n").as_bytes()).to_string();
-        let roots = selected.into_iter().map(|(_, _, r)| r).collect();
+        let roots = selected.into_iter().map(|(_, _, r, _)| r).collect();
         Ok((digest, files, roots, lines))
     }
-}
-
-fn is_remote(src: &str) -> bool {
-    src.starts_with("http://")
-        || src.starts_with("https://")
-        || src.starts_with("git@")
-        || (src.contains("://") && src.contains(".git"))
 }
 
 fn network_name(n: Network) -> &'static str {
@@ -1161,11 +1185,15 @@ fn incremental_diff(
         from: CopyFrom::Context,
         inline,
         unpack: false,
+        flags,
         ..
     } = &step.op
     else {
         return None;
     };
+    if flags.link || flags.parents || !flags.excludes.is_empty() {
+        return None;
+    }
     let (old, new) = (&record.inputs, &step.inputs);
     if !inline.is_empty()
         || record.manifest.is_empty()
@@ -1560,7 +1588,13 @@ impl Exec<'_> {
         deps: &HashMap<usize, Vec<Layer>>,
     ) -> Result<Layer> {
         let snapshotter = &self.b.snapshotter;
-        let parent = self.layers.ensure_snapshot(layers)?;
+        // A linked copy is made on an empty tree and stacked on its parent afterwards.
+        let linked = matches!(&step.op, Op::Copy { flags, .. } if flags.link);
+        let parent = if linked {
+            None
+        } else {
+            self.layers.ensure_snapshot(layers)?
+        };
         let active = layers::active_id();
         snapshotter.prepare(&active, parent.as_deref())?;
         let guard = ActiveGuard {
@@ -1594,7 +1628,7 @@ impl Exec<'_> {
         let root = mount.path().to_path_buf();
         let outcome = match &step.op {
             Op::Run { .. } => self.run_command(step, &root, deps),
-            Op::Copy { .. } => self.copy(step, &root, deps, only),
+            Op::Copy { .. } => self.copy(step, &root, layers, deps, only),
             Op::Workdir { path, user } => (|| {
                 // BuildKit's mkdir owner lookup: a user name it cannot find means root.
                 let owner = if user.is_empty() {
@@ -1611,7 +1645,9 @@ impl Exec<'_> {
             .unmount()
             .ctx(|| format!("unmounting the snapshot of {}", step.info.name))?;
         outcome?;
-        let layer = self.layers.commit_active(&active, layers)?;
+        let layer = self
+            .layers
+            .commit_active(&active, if linked { &[] } else { layers })?;
         drop(guard);
         Ok(layer)
     }
@@ -1710,6 +1746,7 @@ impl Exec<'_> {
         &self,
         step: &PStep,
         root: &Path,
+        below: &[Layer],
         deps: &HashMap<usize, Vec<Layer>>,
         only: Option<&Incremental>,
     ) -> Result<()> {
@@ -1721,12 +1758,21 @@ impl Exec<'_> {
             chown,
             chmod,
             unpack,
+            flags,
         } = &step.op
         else {
             return Ok(());
         };
         let err = |m: String| Self::step_error(step, m);
         let chown = match chown {
+            // A linked copy's tree is empty: names are looked up in what it is stacked on.
+            Some(spec) if flags.link && !spec.split(':').all(|p| p.parse::<u32>().is_ok()) => {
+                let view = match self.layers.ensure_snapshot(below)? {
+                    Some(id) => Some(self.b.snapshotter.view(&id)?),
+                    None => None,
+                };
+                Some(resolve_chown(view.as_ref().map(|v| v.path()), spec).map_err(err)?)
+            }
             Some(spec) => Some(resolve_chown(Some(root), spec).map_err(err)?),
             None => None,
         };
@@ -1735,6 +1781,7 @@ impl Exec<'_> {
             chmod: *chmod,
             unpack_into: None,
             only: only.map(|i| (&i.changed, &i.removed)),
+            filter: None,
         };
         // Where the sources are read from; views stay mounted until the copy is done.
         let empty;
@@ -1742,6 +1789,10 @@ impl Exec<'_> {
         let src_root: SourceRoot<'_> = match from {
             CopyFrom::Context => match self.ctx {
                 Some(c) => SourceRoot::Context(c),
+                None if sources.is_empty() => {
+                    empty = ScratchDir::new(&self.scratch)?;
+                    SourceRoot::Dir(empty.0.clone())
+                }
                 None => return Err(err("the build has no context".into())),
             },
             CopyFrom::Stage(_) | CopyFrom::Image(_) => {
@@ -1764,14 +1815,14 @@ impl Exec<'_> {
                 }
             }
         };
-        let mut matched: Vec<String> = Vec::new();
+        let mut matched: Vec<(String, Option<std::rc::Rc<CopyFilter>>)> = Vec::new();
         for src in sources {
-            let rel = match from {
-                CopyFrom::Context => context_relative(src).ok_or_else(|| {
-                    err(format!("forbidden path outside the build context: {src}"))
-                })?,
-                _ => clean_abs(src).trim_start_matches('/').to_string(),
+            let normalize = |s: &str| match from {
+                CopyFrom::Context => context_relative(s),
+                _ => Some(clean_abs(s).trim_start_matches('/').to_string()),
             };
+            let (rel, filter) = flags.selection(src, normalize, &src_root).map_err(err)?;
+            let filter = filter.map(std::rc::Rc::new);
             let found = src_root.expand(&rel).map_err(|e| err(e.to_string()))?;
             let wildcard = found.len() != 1 || found[0] != rel;
             if !wildcard
@@ -1787,14 +1838,14 @@ impl Exec<'_> {
                     _ => format!("\"/{rel}\": not found: no such file or directory"),
                 }));
             }
-            matched.extend(found);
+            matched.extend(found.into_iter().map(|m| (m, filter.clone())));
         }
-        if matched.is_empty() && inline.is_empty() {
+        if matched.is_empty() && inline.is_empty() && flags.remotes.is_empty() {
             return Err(err("no source files were specified".into()));
         }
         // Docker's rule for several sources (BuildKit lets a wildcard's matches overwrite
         // each other, and so do we).
-        if sources.len() + inline.len() > 1 && !dest.ends_with('/') {
+        if sources.len() + inline.len() + flags.remotes.len() > 1 && !dest.ends_with('/') {
             let target = strata_runtime::rootpath::resolve_in_root(root, Path::new(dest))
                 .map_err(|e| err(e.to_string()))?;
             if !target.is_dir() {
@@ -1803,7 +1854,7 @@ impl Exec<'_> {
                 ));
             }
         }
-        for m in &matched {
+        for (m, filter) in &matched {
             let scratch = if *unpack {
                 Some(ScratchDir::new(&self.scratch)?)
             } else {
@@ -1811,9 +1862,19 @@ impl Exec<'_> {
             };
             let options = CopyOptions {
                 unpack_into: scratch.as_ref().map(|s| s.0.as_path()),
+                filter: filter.as_deref(),
                 ..options
             };
             copy_path(&src_root, m, root, dest, &options).map_err(|e| err(format!("{m}: {e}")))?;
+        }
+        if !flags.remotes.is_empty() {
+            let excludes = CopyFilter::new(&[], &flags.excludes).map_err(err)?;
+            let options = CopyOptions {
+                filter: excludes.as_ref(),
+                ..options
+            };
+            remote::copy_remotes(&flags.remotes, &self.scratch, root, dest, &options)
+                .map_err(err)?;
         }
         if !inline.is_empty() {
             let dir = ScratchDir::new(&self.scratch)?;
