@@ -80,7 +80,7 @@ fresh_dockerd() {
   stop_dockerd
   rm -rf "$data/docker" "$data/docker-exec"
   dockerd --iptables=false --bridge=none --ip-forward=false --data-root "$data/docker" \
-    --exec-root "$data/docker-exec" -H "unix://$sock" >"$data/dockerd.log" 2>&1 &
+    --exec-root "$data/docker-exec" --pidfile "$data/docker.pid" -H "unix://$sock" >"$data/dockerd.log" 2>&1 &
   dockerd_pid=$!
   for _ in $(seq 100); do "$docker_cli" version >/dev/null 2>&1 && break; sleep 0.2; done
   "$docker_cli" import "$data/busybox.tar" busybox >/dev/null
