@@ -7,24 +7,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use build_support::{Root, cached, events, reason_of, started, text};
+use build_support::{Root, cached, ok, reason_of, started, text, write};
 use serde_json::Value;
-
-fn write(dir: &Path, name: &str, content: &str) {
-    let p = dir.join(name);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, content).unwrap();
-}
-
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "build failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    events(out)
-}
 
 fn image_id(events: &[Value]) -> String {
     events

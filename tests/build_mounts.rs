@@ -8,25 +8,9 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use build_support::{Root, describe, events, text};
+use build_support::{Root, describe, ok, text, write};
 use serde_json::Value;
 use strata_codec::Decoder;
-
-fn write(dir: &Path, name: &str, content: &str) {
-    let p = dir.join(name);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, content).unwrap();
-}
-
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "build failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    events(out)
-}
 
 /// Names of the steps that ran (not cached) in a json progress stream.
 fn ran(events: &[Value]) -> Vec<String> {

@@ -9,30 +9,13 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use build_support::{Root, cached, events, run_image, started, text};
-use serde_json::Value;
-
-fn write(dir: &Path, name: &str, content: &str) {
-    let p = dir.join(name);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, content).unwrap();
-}
-
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "build failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    events(out)
-}
+use build_support::{Root, cached, ok, run_image, started, text, write};
 
 fn layers(root: &Root, reference: &str) -> Vec<String> {
     let image = root.store().resolve(reference).unwrap();

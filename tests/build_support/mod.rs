@@ -678,3 +678,21 @@ pub fn run_image(root: &Root, reference: &str, args: &[String]) -> (i32, String,
     let code = output.status.code().unwrap_or(-1);
     (code, out.clone(), format!("{out}{err}"))
 }
+
+/// Writes `content` to `dir/name`, making parent directories.
+pub fn write(dir: &Path, name: &str, content: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// The json events of a build that must have succeeded (else the failure, with its output).
+pub fn ok(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "build failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    events(out)
+}
