@@ -3,11 +3,13 @@
 //! has that cache already: a local cache is never replaced).
 
 mod build_support;
+mod registry_support;
 
 use std::fs;
 use std::path::Path;
 
 use build_support::{Root, text};
+use registry_support::common::{Auth, Registry};
 use serde_json::Value;
 
 const DOCKERFILE: &str = "\
@@ -107,6 +109,63 @@ fn cache_mounts_travel_only_when_asked() {
         ],
     );
     assert_eq!(seen, "run 2\n");
+}
+
+#[test]
+fn cache_mounts_travel_through_a_registry_and_are_uploaded_once() {
+    let registry = Registry::start(Auth::None, None);
+    let cache = format!("{}/ci/cache:main", registry.host());
+    let cache_to = format!("type=registry,ref={cache},cache-mounts=true");
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+
+    let first = Root::with_busybox();
+    assert_eq!(
+        build(&first, ctx.path(), "1", &["--cache-to", &cache_to]),
+        "run 1\n"
+    );
+    let manifest: Value = serde_json::from_slice(&registry_support::raw_manifest(&cache)).unwrap();
+    let cache_layer = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .get("digest")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An upload's digest is in its PUT's query, URL-encoded: match the hex.
+    let hex = cache_layer.trim_start_matches("sha256:").to_string();
+    let uploaded = |requests: &[String]| {
+        requests
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains(&hex))
+    };
+    assert!(uploaded(&registry.requests()));
+
+    // The same build again (a hit: the cache mount is unchanged) exports the same layer,
+    // which the registry has: it is not uploaded twice.
+    let before = registry.requests().len();
+    build(&first, ctx.path(), "1", &["--cache-to", &cache_to]);
+    let requests = registry_support::requests_since(&registry, before);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("HEAD ") && r.contains(&cache_layer)),
+        "{requests:?}"
+    );
+    assert!(!uploaded(&requests), "{requests:?}");
+
+    let second = Root::with_busybox();
+    let seen = build(
+        &second,
+        ctx.path(),
+        "2",
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert_eq!(seen, "run 1\nrun 2\n");
 }
 
 #[test]
