@@ -15,7 +15,7 @@ use strata_store::{Lease, Store};
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::layers::Layer;
-use crate::mounts::open_cache_mount;
+use crate::mounts::{cache_mount_dir, open_cache_mount};
 use crate::remote_cache::LayerSource;
 
 fn failed(id: &str, e: impl std::fmt::Display) -> BuildError {
@@ -28,6 +28,9 @@ fn failed(id: &str, e: impl std::fmt::Display) -> BuildError {
 /// Writes the `data/` of cache mount `id` as a layer blob into `store` (held by `lease`).
 /// `None` when this machine has no such cache.
 pub fn export_cache_mount(store: &Store, lease: &Lease, id: &str) -> Result<Option<Layer>> {
+    if !cache_mount_dir(store.root(), id).join("data").is_dir() {
+        return Ok(None);
+    }
     let (dir, lock) = open_cache_mount(store.root(), id).map_err(|e| failed(id, e))?;
     flock(&lock, FlockOperation::LockShared).map_err(|e| failed(id, e))?;
     let data = dir.join("data");

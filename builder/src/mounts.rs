@@ -488,12 +488,17 @@ fn cache_dir(
     Ok((data, Some(lock)))
 }
 
+/// The directory of cache mount `id` under `store_root` (`<sha256 of id>`: ids are free text).
+pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
+    store_root
+        .join(CACHE_MOUNTS_DIR)
+        .join(sha256_digest(id.as_bytes()).digest())
+}
+
 /// Opens (making it on first use) the directory of cache mount `id` under `store_root`, with its
 /// `id` file written and its `lock` file open (not locked yet).
 pub(crate) fn open_cache_mount(store_root: &Path, id: &str) -> io::Result<(PathBuf, File)> {
-    let dir = store_root
-        .join(CACHE_MOUNTS_DIR)
-        .join(sha256_digest(id.as_bytes()).digest());
+    let dir = cache_mount_dir(store_root, id);
     fs::create_dir_all(&dir)?;
     let id_file = dir.join("id");
     if !id_file.exists() {
