@@ -16,6 +16,7 @@
 //! ```
 
 mod cache;
+mod cache_mount_transfer;
 mod config;
 mod context;
 mod copy;
@@ -37,14 +38,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cache_mount_transfer::{export_cache_mount, import_cache_mount};
 pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, ImageConfig};
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use mounts::{CACHE_MOUNTS_DIR, CacheMountPrune, SecretSource, prune_cache_mounts};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
 pub use remote_cache::{
-    ARTIFACT_TYPE, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource, artifact_config,
-    artifact_layers, entries_of_config, select,
+    ARTIFACT_TYPE, CACHE_MOUNTS_FIELD, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource,
+    artifact_config, artifact_layers, cache_mounts_of_config, entries_of_config, select,
 };
 pub use reproducible::source_date_epoch;
 pub use strata_runtime::spec::Network;
@@ -148,6 +150,9 @@ pub struct BuildOutcome {
     pub cached: usize,
     /// Every step's result in this build (made or found), for `--cache-to`.
     pub cache: Vec<CacheEntry>,
+    /// Ids of the cache mounts the build's RUN steps name (ran or cached), sorted, for
+    /// `--cache-to ...,cache-mounts=true`.
+    pub cache_mounts: Vec<String>,
 }
 
 /// Builds images into a store.

@@ -454,19 +454,7 @@ fn cache_dir(
     scratch: &Path,
 ) -> Result<(PathBuf, Option<File>), String> {
     let err = |e: io::Error| format!("cache mount {}: {e}", m.id);
-    let hash = sha256_digest(m.id.as_bytes());
-    let dir = inputs.store_root.join(CACHE_MOUNTS_DIR).join(hash.digest());
-    fs::create_dir_all(&dir).map_err(err)?;
-    let id_file = dir.join("id");
-    if !id_file.exists() {
-        fs::write(&id_file, &m.id).map_err(err)?;
-    }
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))
-        .map_err(err)?;
+    let (dir, lock) = open_cache_mount(inputs.store_root, &m.id).map_err(err)?;
     let data = dir.join("data");
     let lock_with = |op: FlockOperation| flock(&lock, op).map_err(|e| err(e.into()));
     match m.sharing {
@@ -498,6 +486,30 @@ fn cache_dir(
         lock_with(FlockOperation::LockShared)?;
     }
     Ok((data, Some(lock)))
+}
+
+/// The directory of cache mount `id` under `store_root` (`<sha256 of id>`: ids are free text).
+pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
+    store_root
+        .join(CACHE_MOUNTS_DIR)
+        .join(sha256_digest(id.as_bytes()).digest())
+}
+
+/// Opens (making it on first use) the directory of cache mount `id` under `store_root`, with its
+/// `id` file written and its `lock` file open (not locked yet).
+pub(crate) fn open_cache_mount(store_root: &Path, id: &str) -> io::Result<(PathBuf, File)> {
+    let dir = cache_mount_dir(store_root, id);
+    fs::create_dir_all(&dir)?;
+    let id_file = dir.join("id");
+    if !id_file.exists() {
+        fs::write(&id_file, id)?;
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    Ok((dir, lock))
 }
 
 /// Makes a new cache directory: the mount's `from`/`source` copied in (or empty), its root

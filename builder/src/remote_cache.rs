@@ -16,7 +16,7 @@
 //! [`CONFIG_FIELD`] lists the entries. The same field in a pushed image's config is the inline
 //! cache.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,10 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.strata.build-cache.v1+json";
 
 /// The image config field that carries the cache entries.
 pub const CONFIG_FIELD: &str = "strata.build-cache.v1";
+
+/// The image config field that maps each exported cache mount's id to its layer (readers that
+/// predate it ignore it).
+pub const CACHE_MOUNTS_FIELD: &str = "strata.cache-mounts.v1";
 
 /// One step's result, as exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,10 +143,15 @@ impl CacheImport {
     }
 }
 
-/// The config of a cache artifact: an image config of `layers` carrying `entries`.
-pub fn artifact_config(entries: &[CacheEntry], layers: &[Layer]) -> serde_json::Value {
+/// The config of a cache artifact: an image config of `layers` carrying `entries` and, when
+/// there are any, the `cache_mounts` (id -> layer; their layers are among `layers`).
+pub fn artifact_config(
+    entries: &[CacheEntry],
+    layers: &[Layer],
+    cache_mounts: &BTreeMap<String, Layer>,
+) -> serde_json::Value {
     let platform = strata_store::Platform::host();
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "architecture": platform.architecture,
         "os": platform.os,
         "config": {},
@@ -151,7 +160,11 @@ pub fn artifact_config(entries: &[CacheEntry], layers: &[Layer]) -> serde_json::
             "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
         },
         CONFIG_FIELD: entries,
-    })
+    });
+    if !cache_mounts.is_empty() {
+        config[CACHE_MOUNTS_FIELD] = serde_json::json!(cache_mounts);
+    }
+    config
 }
 
 /// The layers an artifact of `entries` carries: each distinct layer once, in entry order.
@@ -168,6 +181,14 @@ pub fn artifact_layers(entries: &[CacheEntry]) -> Vec<Layer> {
 /// `None` when it has none.
 pub fn entries_of_config(config: &serde_json::Value) -> Option<Vec<CacheEntry>> {
     serde_json::from_value(config.get(CONFIG_FIELD)?.clone()).ok()
+}
+
+/// The cache mounts an artifact's config carries (id -> layer); empty when it has none.
+pub fn cache_mounts_of_config(config: &serde_json::Value) -> BTreeMap<String, Layer> {
+    config
+        .get(CACHE_MOUNTS_FIELD)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// The entries `mode=min` (`all == false`: only the final image's layers) or `mode=max` exports.

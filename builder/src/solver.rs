@@ -2079,7 +2079,25 @@ pub(crate) fn build(
         executed,
         cached: total - executed,
         cache: cache_entries,
+        cache_mounts: cache_mount_ids(&planned),
     })
+}
+
+/// Ids of the cache mounts the planned RUN steps name, sorted and once each.
+fn cache_mount_ids(planned: &Planned) -> Vec<String> {
+    let ids: std::collections::BTreeSet<&str> = planned
+        .stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter_map(|step| match &step.op {
+            Op::Run { mounts, .. } => Some(mounts),
+            _ => None,
+        })
+        .flatten()
+        .filter(|m| m.kind == MountType::Cache)
+        .map(|m| m.id.as_str())
+        .collect();
+    ids.into_iter().map(str::to_string).collect()
 }
 
 /// Every step's result in this build, for `--cache-to`.

@@ -343,7 +343,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut transfers = None;
     if !cache_to.is_empty() || !cache_from.is_empty() {
         let mut t = CacheTransfers::new()?;
-        let import = t.import(&cache_from, quiet)?;
+        let import = t.import(builder.store(), &cache_from, quiet)?;
         // A pushed image's imported layers stay in the registry: the push mounts them.
         builder = builder.with_cache_import(import.fetch_final(!push));
         transfers = Some(t);
@@ -377,7 +377,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|c| c.location != CacheLocation::Inline)
         {
-            t.export(builder.store(), spec, &outcome.cache)?;
+            t.export(builder.store(), spec, &outcome.cache, &outcome.cache_mounts)?;
         }
     }
     if inline_cache {

@@ -9,7 +9,7 @@
 //! files; exports upload what the destination lacks (HEAD first, mounts from the registry
 //! repository the layer was imported from, and streams from there when a mount is declined).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,11 +41,14 @@ pub struct CacheSpec {
     pub location: CacheLocation,
     /// `mode=max`: every stage's steps (default `min`: the final image's).
     pub all_stages: bool,
+    /// `cache-mounts=true` (`--cache-to` only): the build's `RUN --mount=type=cache`
+    /// directories go too, one layer each.
+    pub cache_mounts: bool,
 }
 
 impl CacheSpec {
-    /// Parses `type=registry,ref=R[,mode=min|max][,compression=gzip]`, `type=local,dest=DIR`
-    /// (`src=DIR` for imports), `type=inline`, or a bare `R` (BuildKit's shorthand for a
+    /// Parses `type=registry,ref=R[,mode=min|max][,compression=gzip][,cache-mounts=true]`,
+    /// `type=local,dest=DIR` (`src=DIR` for imports), `type=inline`, or a bare `R` (BuildKit's shorthand for a
     /// registry reference). Unknown attributes are errors, not silently ignored.
     pub fn parse(flag: &str, value: &str) -> anyhow::Result<CacheSpec> {
         if !value.contains('=') {
@@ -70,6 +73,20 @@ impl CacheSpec {
                 "{flag} {value:?}: compression={c}: the cache exports layers as the build \
                  wrote them (gzip)"
             ),
+        }
+        let cache_mounts = match attrs.remove("cache-mounts") {
+            None | Some("false") => false,
+            Some("true") if flag == "--cache-from" => bail!(
+                "{flag} {value:?}: cache-mounts is a --cache-to option (an import fills the \
+                 cache mounts its artifact lists, when they do not exist here)"
+            ),
+            Some("true") => true,
+            Some(v) => bail!("{flag} {value:?}: cache-mounts={v}: expected true or false"),
+        };
+        if cache_mounts && kind == "inline" {
+            bail!(
+                "{flag} {value:?}: type=inline cannot carry cache mounts (use registry or local)"
+            );
         }
         let location = match kind {
             "registry" => {
@@ -98,6 +115,7 @@ impl CacheSpec {
         Ok(CacheSpec {
             location,
             all_stages,
+            cache_mounts,
         })
     }
 }
@@ -197,7 +215,14 @@ impl CacheTransfers {
 
     /// Reads each `--cache-from` (metadata only). A cache that does not exist yet is a note,
     /// not an error (the first CI run has none), as in BuildKit.
-    pub fn import(&mut self, specs: &[CacheSpec], quiet: bool) -> anyhow::Result<CacheImport> {
+    /// Cache mounts the artifacts list are filled here and now (before the build), for ids this
+    /// machine has none of.
+    pub fn import(
+        &mut self,
+        store: &Store,
+        specs: &[CacheSpec],
+        quiet: bool,
+    ) -> anyhow::Result<CacheImport> {
         let mut import = CacheImport::new();
         for spec in specs {
             let read = match &spec.location {
@@ -207,7 +232,7 @@ impl CacheTransfers {
                     bail!("--cache-from type=inline: name the image with type=registry,ref=IMAGE")
                 }
             };
-            let (entries, origin) = match read {
+            let (config, origin) = match read {
                 Ok(found) => found,
                 Err(e) => {
                     if !quiet {
@@ -216,23 +241,53 @@ impl CacheTransfers {
                     continue;
                 }
             };
+            let Some(entries) = strata_builder::entries_of_config(&config) else {
+                if !quiet {
+                    eprintln!("note: no build cache imported from {spec:?}: it carries none");
+                }
+                continue;
+            };
+            let fetcher = Fetcher {
+                origin: origin.clone(),
+                runtime: self.runtime.handle().clone(),
+            };
+            // Cache mounts are a cache too: one that cannot be filled is a note, as a missing
+            // artifact is.
+            if let Err(e) = self.import_cache_mounts(store, &config, &fetcher)
+                && !quiet
+            {
+                eprintln!("note: cache mounts not imported from {spec:?}: {e:#}");
+            }
             for e in &entries {
                 self.origins
                     .entry(e.layer.digest.clone())
                     .or_insert_with(|| origin.clone());
             }
-            import.add(
-                entries,
-                Arc::new(Fetcher {
-                    origin,
-                    runtime: self.runtime.handle().clone(),
-                }),
-            );
+            import.add(entries, Arc::new(fetcher));
         }
         Ok(import)
     }
 
-    fn read_registry(&self, r: &Reference) -> anyhow::Result<(Vec<CacheEntry>, Origin)> {
+    /// Fills each cache mount that `config` lists and this machine lacks, fetching its layer
+    /// into the store first (verified) and unpacking it from there.
+    fn import_cache_mounts(
+        &self,
+        store: &Store,
+        config: &Value,
+        fetcher: &Fetcher,
+    ) -> anyhow::Result<()> {
+        let mounts = strata_builder::cache_mounts_of_config(config);
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let lease = store.lease()?;
+        for (id, layer) in &mounts {
+            strata_builder::import_cache_mount(store, &lease, id, layer, fetcher)?;
+        }
+        Ok(())
+    }
+
+    fn read_registry(&self, r: &Reference) -> anyhow::Result<(Value, Origin)> {
         let repo = self.client.repository(Repository::of(r)?);
         let entries = self.runtime.block_on(async {
             let resolved = repo
@@ -245,21 +300,36 @@ impl CacheTransfers {
             anyhow::Ok(bytes)
         })?;
         let config: Value = serde_json::from_slice(&entries).context("reading the cache config")?;
-        let entries = strata_builder::entries_of_config(&config)
-            .with_context(|| format!("{r} carries no strata build cache"))?;
-        Ok((entries, Origin::Registry(repo)))
+        Ok((config, Origin::Registry(repo)))
     }
 
-    /// Writes the cache of a build to `spec`. `image` is the pushed image's name for inline.
+    /// Writes the cache of a build to `spec`: its step results `entries` and, with
+    /// `cache-mounts=true`, those of the `cache_mounts` (ids) that exist here.
     pub fn export(
         &self,
         store: &Store,
         spec: &CacheSpec,
         entries: &[CacheEntry],
+        cache_mounts: &[String],
     ) -> anyhow::Result<()> {
         let entries = strata_builder::select(entries, spec.all_stages);
-        let layers = strata_builder::artifact_layers(&entries);
-        let config = strata_builder::artifact_config(&entries, &layers);
+        let mut layers = strata_builder::artifact_layers(&entries);
+        // The lease keeps the cache mounts' layer blobs until they are uploaded.
+        let lease = store.lease()?;
+        let mut mounts = BTreeMap::new();
+        if spec.cache_mounts {
+            for id in cache_mounts {
+                if let Some(layer) = strata_builder::export_cache_mount(store, &lease, id)
+                    .with_context(|| format!("exporting cache mount {id}"))?
+                {
+                    if !layers.iter().any(|l| l.digest == layer.digest) {
+                        layers.push(layer.clone());
+                    }
+                    mounts.insert(id.clone(), layer);
+                }
+            }
+        }
+        let config = strata_builder::artifact_config(&entries, &layers, &mounts);
         match &spec.location {
             CacheLocation::Registry(r) => self.export_registry(store, r, &config, &layers),
             CacheLocation::Local(dir) => self.export_local(store, dir, &config, &layers),
@@ -458,7 +528,7 @@ fn artifact_manifest(config: &Value, layers: &[Layer]) -> anyhow::Result<(Vec<u8
 }
 
 /// Reads a cache artifact from an OCI layout directory (the first manifest of index.json).
-fn read_layout(dir: &Path) -> anyhow::Result<(Vec<CacheEntry>, Origin)> {
+fn read_layout(dir: &Path) -> anyhow::Result<(Value, Origin)> {
     let read_json = |path: PathBuf| -> anyhow::Result<Value> {
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
@@ -472,9 +542,7 @@ fn read_layout(dir: &Path) -> anyhow::Result<(Vec<CacheEntry>, Origin)> {
         .as_str()
         .context("the manifest has no config")?;
     let config = read_json(Origin::blob_path(dir, config_digest))?;
-    let entries = strata_builder::entries_of_config(&config)
-        .with_context(|| format!("{} holds no strata build cache", dir.display()))?;
-    Ok((entries, Origin::Dir(dir.to_path_buf())))
+    Ok((config, Origin::Dir(dir.to_path_buf())))
 }
 
 /// Rewrites the image named `tag` so that its config carries `entries` (the inline cache of
