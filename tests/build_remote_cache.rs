@@ -326,6 +326,60 @@ fn local_directory_cache_round_trips() {
 }
 
 #[test]
+fn local_cache_exported_as_zstd_round_trips() {
+    let ctx = project("zstd\n");
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let first = machine();
+    build(
+        &first,
+        ctx.path(),
+        &[
+            "-t",
+            "app:v1",
+            "--cache-to",
+            &format!(
+                "type=local,dest={},mode=max,compression=zstd",
+                cache_dir.display()
+            ),
+        ],
+    );
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        fs::read(cache_dir.join("blobs/sha256").join(hex)).unwrap()
+    };
+    let index: Value =
+        serde_json::from_slice(&fs::read(cache_dir.join("index.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for layer in layers {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{layer}"
+        );
+        let bytes = blob(layer["digest"].as_str().unwrap());
+        assert_eq!(bytes[..4], [0x28, 0xb5, 0x2f, 0xfd], "{layer}");
+        assert_eq!(bytes.len() as u64, layer["size"].as_u64().unwrap());
+    }
+
+    let second = machine();
+    let ev = build(
+        &second,
+        ctx.path(),
+        &[
+            "-t",
+            "app:v1",
+            "--cache-from",
+            &format!("type=local,src={}", cache_dir.display()),
+        ],
+    );
+    assert_eq!(started(&ev), Vec::<String>::new(), "{ev:?}");
+    assert_eq!(output_of(&second, "app:v1"), output_of(&first, "app:v1"));
+}
+
+#[test]
 fn inline_cache_in_a_pushed_image() {
     let registry = Registry::start(Auth::None, None);
     let image = format!("{}/ci/inline:v1", registry.host());
@@ -382,6 +436,11 @@ fn bad_cache_specs_are_refused() {
         ("--cache-to", "type=registry", "needs ref="),
         ("--cache-to", "type=local,dest=/tmp/x,mode=all", "mode=all"),
         ("--cache-to", "type=inline", "--push"),
+        (
+            "--cache-to",
+            "type=local,dest=/tmp/x,compression=estargz",
+            "compression=estargz is not supported",
+        ),
         ("--cache-from", "type=local,src=/tmp/x,colour=red", "colour"),
     ] {
         let out = root.build_json(&[flag, value, ctx.path().to_str().unwrap()]);

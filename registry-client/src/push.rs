@@ -1,13 +1,13 @@
 //! Pushing an image from the local store to a registry.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use serde_json::Value;
-use strata_codec::{Compression, Decoder, Digest, Encoder, EncoderOptions, HashingWriter};
-use strata_store::{BlobWriter, LayerRecord, Lease, Store, StoreError, media};
+use strata_codec::{Compression, Digest};
+use strata_store::{LayerRecord, Lease, Store, StoreError, media};
 use tokio::sync::mpsc;
 
 use crate::blob::{BlobSource, BlobUpload};
@@ -503,9 +503,8 @@ impl Pusher<'_> {
     }
 }
 
-/// Decompresses a stored layer, checks its diffID, compresses it as `compression` into a new
-/// blob of the store (recorded under the diffID) and into `upload` as it goes. An error is
-/// also sent to `upload`, so the registry never completes a partial blob.
+/// Recompresses the stored layer `source` into the store as `compression` (see
+/// [`Store::recompress_layer`]), streaming the blob to `upload` while it is written.
 fn recompress_into_store(
     store: &Store,
     lease: &Lease,
@@ -514,80 +513,23 @@ fn recompress_into_store(
     compression: Compression,
     upload: mpsc::Sender<io::Result<Bytes>>,
 ) -> strata_store::Result<LayerRecord> {
-    let io_err = |what: &str| {
-        let what = format!("{what} layer {source}");
-        move |e: io::Error| StoreError::Other(format!("{what}: {e}").into())
-    };
-    let (_, mut decoder) =
-        Decoder::detect(BufReader::with_capacity(1 << 20, store.open_blob(source)?))
-            .map_err(io_err("reading"))?;
-    let tee = Tee {
-        blob: Some(store.blob_writer(lease)?),
+    let mut mirror = UploadMirror {
         upload: Some(upload),
     };
-    let encoder =
-        Encoder::new(tee, compression, EncoderOptions::default()).map_err(io_err("compressing"))?;
-    let mut hashing = HashingWriter::new(encoder);
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("decompressing")(e)),
-        };
-        hashing
-            .write_all(&buffer[..n])
-            .map_err(io_err("compressing"))?;
-    }
-    let (encoder, actual, uncompressed_size) = hashing.finish();
-    if actual != *diff_id {
-        return Err(StoreError::Invalid(format!(
-            "layer {source} decompresses to {actual}, but its image's config says {diff_id}"
-        )));
-    }
-    let mut tee = encoder.finish().map_err(io_err("compressing"))?;
-    let blob = tee.finish();
-    let info = blob.commit()?;
-    let media_type = compression
-        .oci_layer_media_type()
-        .unwrap_or_default()
-        .to_string();
-    let record = LayerRecord {
-        digest: info.digest,
-        diff_id: diff_id.clone(),
-        media_type,
-        size: info.size,
-        uncompressed_size: Some(uncompressed_size),
-    };
-    store.record_layer(&record)?;
+    let record = store.recompress_layer(lease, source, diff_id, compression, &mut mirror)?;
+    // Ends the upload's stream successfully.
+    mirror.upload = None;
     Ok(record)
 }
 
-/// Writes to a store blob and, while the upload listens, to the upload's channel. Dropped
-/// before [`Tee::finish`] (an error on the way), it sends an error so the upload fails.
-struct Tee {
-    blob: Option<BlobWriter>,
+/// Sends each chunk of a blob being stored to an upload while the upload listens. Dropped with
+/// the upload still listening (the recompression failed), it sends an error so the upload fails.
+struct UploadMirror {
     upload: Option<mpsc::Sender<io::Result<Bytes>>>,
 }
 
-impl Tee {
-    /// Ends the upload's stream (successfully) and hands back the blob.
-    fn finish(&mut self) -> BlobWriter {
-        self.upload = None;
-        match self.blob.take() {
-            Some(blob) => blob,
-            None => unreachable!("Tee::finish is called once"),
-        }
-    }
-}
-
-impl Write for Tee {
+impl Write for UploadMirror {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(blob) = self.blob.as_mut() else {
-            return Err(io::Error::other("write after finish"));
-        };
-        blob.write_all(buf)?;
         if let Some(upload) = &self.upload
             && upload
                 .blocking_send(Ok(Bytes::copy_from_slice(buf)))
@@ -600,14 +542,11 @@ impl Write for Tee {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.blob.as_mut() {
-            Some(blob) => blob.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
-impl Drop for Tee {
+impl Drop for UploadMirror {
     fn drop(&mut self) {
         if let Some(upload) = self.upload.take() {
             let _ = upload.blocking_send(Err(io::Error::other("recompressing the layer failed")));

@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use strata_builder::{BuildError, CacheEntry, CacheImport, Layer, LayerSource};
+use strata_codec::Compression;
 use strata_registry_client::{
     BlobSource, BlobUpload, Client, OCI_MANIFEST, Reference as RemoteRef, Repository,
     RepositoryClient,
@@ -44,10 +45,14 @@ pub struct CacheSpec {
     /// `cache-mounts=true` (`--cache-to` only): the build's `RUN --mount=type=cache`
     /// directories go too, one layer each.
     pub cache_mounts: bool,
+    /// `compression=...` (`--cache-to` only): the compression every exported layer that is
+    /// here is written in (recompressed once into the store when its blob differs); `None`
+    /// exports layers as the build wrote them.
+    pub compression: Option<Compression>,
 }
 
 impl CacheSpec {
-    /// Parses `type=registry,ref=R[,mode=min|max][,compression=gzip][,cache-mounts=true]`,
+    /// Parses `type=registry,ref=R[,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true]`,
     /// `type=local,dest=DIR` (`src=DIR` for imports), `type=inline`, or a bare `R` (BuildKit's shorthand for a
     /// registry reference). Unknown attributes are errors, not silently ignored.
     pub fn parse(flag: &str, value: &str) -> anyhow::Result<CacheSpec> {
@@ -67,13 +72,19 @@ impl CacheSpec {
             Some("max") => true,
             Some(m) => bail!("{flag} {value:?}: mode={m}: expected min or max"),
         };
-        match attrs.remove("compression") {
-            None | Some("gzip") => {}
-            Some(c) => bail!(
-                "{flag} {value:?}: compression={c}: the cache exports layers as the build \
-                 wrote them (gzip)"
+        let compression = match attrs.remove("compression") {
+            None => None,
+            Some("gzip") => Some(Compression::Gzip),
+            Some("zstd") => Some(Compression::Zstd),
+            Some("uncompressed") => Some(Compression::None),
+            Some("estargz") => bail!(
+                "{flag} {value:?}: compression=estargz is not supported (use gzip, zstd or \
+                 uncompressed)"
             ),
-        }
+            Some(c) => {
+                bail!("{flag} {value:?}: compression={c}: expected gzip, zstd or uncompressed")
+            }
+        };
         let cache_mounts = match attrs.remove("cache-mounts") {
             None | Some("false") => false,
             Some("true") if flag == "--cache-from" => bail!(
@@ -116,6 +127,7 @@ impl CacheSpec {
             location,
             all_stages,
             cache_mounts,
+            compression,
         })
     }
 }
@@ -194,6 +206,71 @@ fn parse(digest: &str) -> anyhow::Result<Digest> {
     digest
         .parse()
         .map_err(|e| anyhow::anyhow!("bad digest {digest:?}: {e}"))
+}
+
+/// The layers of one export in the compression it asked for.
+struct Recompressed {
+    compression: Option<Compression>,
+    done: HashMap<String, Layer>,
+    /// Whether the note about layers left remote was printed.
+    noted_remote: bool,
+}
+
+impl Recompressed {
+    fn new(compression: Option<Compression>) -> Recompressed {
+        Recompressed {
+            compression,
+            done: HashMap::new(),
+            noted_remote: false,
+        }
+    }
+
+    /// `layer` in the wanted compression: as it is when it already is (or no compression was
+    /// asked for, or its blob is not here), else a stored variant with its diffID, made once.
+    fn layer(&mut self, store: &Store, lease: &Lease, layer: &Layer) -> anyhow::Result<Layer> {
+        let Some(wanted) = self.compression else {
+            return Ok(layer.clone());
+        };
+        if let Some(done) = self.done.get(&layer.digest) {
+            return Ok(done.clone());
+        }
+        let media_type = wanted
+            .oci_layer_media_type()
+            .context("no OCI layer media type for the requested compression")?;
+        if Compression::from_media_type(&layer.media_type).ok() == Some(wanted) {
+            return Ok(layer.clone());
+        }
+        let digest = parse(&layer.digest)?;
+        if !store.has_blob(&digest) {
+            if !self.noted_remote {
+                eprintln!(
+                    "note: layers imported from a cache and not fetched here are exported in \
+                     their original compression"
+                );
+                self.noted_remote = true;
+            }
+            return Ok(layer.clone());
+        }
+        let diff_id = parse(&layer.diff_id)?;
+        let existing = store
+            .layers_for_diff_id(&diff_id)?
+            .into_iter()
+            .find(|r| r.media_type == media_type);
+        let record = match existing {
+            Some(record) => record,
+            None => store
+                .recompress_layer(lease, &digest, &diff_id, wanted, &mut io::sink())
+                .with_context(|| format!("recompressing layer {} for the cache", layer.digest))?,
+        };
+        let converted = Layer {
+            digest: record.digest.to_string(),
+            diff_id: layer.diff_id.clone(),
+            media_type: record.media_type,
+            size: record.size,
+        };
+        self.done.insert(layer.digest.clone(), converted.clone());
+        Ok(converted)
+    }
 }
 
 /// Imports and exports for one build; keeps the runtime the transfers run on.
@@ -312,16 +389,22 @@ impl CacheTransfers {
         entries: &[CacheEntry],
         cache_mounts: &[String],
     ) -> anyhow::Result<()> {
-        let entries = strata_builder::select(entries, spec.all_stages);
-        let mut layers = strata_builder::artifact_layers(&entries);
-        // The lease keeps the cache mounts' layer blobs until they are uploaded.
+        let mut entries = strata_builder::select(entries, spec.all_stages);
+        // The lease keeps the cache mounts' and recompressed layer blobs until they are
+        // uploaded (garbage collection waits for it).
         let lease = store.lease()?;
+        let mut recompressed = Recompressed::new(spec.compression);
+        for e in &mut entries {
+            e.layer = recompressed.layer(store, &lease, &e.layer)?;
+        }
+        let mut layers = strata_builder::artifact_layers(&entries);
         let mut mounts = BTreeMap::new();
         if spec.cache_mounts {
             for id in cache_mounts {
                 if let Some(layer) = strata_builder::export_cache_mount(store, &lease, id)
                     .with_context(|| format!("exporting cache mount {id}"))?
                 {
+                    let layer = recompressed.layer(store, &lease, &layer)?;
                     if !layers.iter().any(|l| l.digest == layer.digest) {
                         layers.push(layer.clone());
                     }

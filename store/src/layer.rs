@@ -2,7 +2,9 @@
 
 use std::io::{self, BufReader, Read, Write};
 
-use strata_codec::{Compression, Decoder, Encoder, EncoderOptions, HashingWriter};
+use strata_codec::{Compression, Decoder, Digest, Encoder, EncoderOptions, HashingWriter};
+
+use crate::content::BlobWriter;
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::lock::Lease;
@@ -59,6 +61,84 @@ impl Store {
         };
         self.record_layer(&record)?;
         Ok(record)
+    }
+
+    /// Stores the stored layer blob `source` again, compressed as `compression`, and records
+    /// it under `diff_id` so the next lookup of that diffID finds this variant too. The tar is
+    /// checked against `diff_id` before the blob is committed. Each compressed chunk is also
+    /// written to `mirror` (a push streams it to the registry while it is stored; pass
+    /// [`io::sink`] otherwise); an error writing there fails the whole recompression.
+    pub fn recompress_layer(
+        &self,
+        lease: &Lease,
+        source: &Digest,
+        diff_id: &Digest,
+        compression: Compression,
+        mirror: &mut dyn Write,
+    ) -> Result<LayerRecord> {
+        let media_type = compression.oci_layer_media_type().ok_or_else(|| {
+            StoreError::Invalid(format!("layers cannot be stored as {compression:?}"))
+        })?;
+        let (_, mut decoder) =
+            Decoder::detect(BufReader::with_capacity(1 << 20, self.open_blob(source)?))
+                .ctx(|| format!("reading layer {source}"))?;
+        let tee = MirroredBlob {
+            blob: self.blob_writer(lease)?,
+            mirror,
+        };
+        let encoder = Encoder::new(tee, compression, EncoderOptions::default())
+            .ctx(|| format!("compressing layer {source}"))?;
+        let mut hashing = HashingWriter::new(encoder);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = match decoder.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).ctx(|| format!("decompressing layer {source}")),
+            };
+            hashing
+                .write_all(&buffer[..n])
+                .ctx(|| format!("compressing layer {source}"))?;
+        }
+        let (encoder, actual, uncompressed_size) = hashing.finish();
+        if actual != *diff_id {
+            return Err(StoreError::Invalid(format!(
+                "layer {source} decompresses to {actual}, but its diffID is {diff_id}"
+            )));
+        }
+        let tee = encoder
+            .finish()
+            .ctx(|| format!("compressing layer {source}"))?;
+        let info = tee.blob.commit()?;
+        let record = LayerRecord {
+            digest: info.digest,
+            diff_id: diff_id.clone(),
+            media_type: media_type.to_string(),
+            size: info.size,
+            uncompressed_size: Some(uncompressed_size),
+        };
+        self.record_layer(&record)?;
+        Ok(record)
+    }
+}
+
+/// A blob being written that every chunk is also copied to.
+struct MirroredBlob<'a> {
+    blob: BlobWriter,
+    mirror: &'a mut dyn Write,
+}
+
+impl Write for MirroredBlob<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.blob.write_all(buf)?;
+        self.mirror.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.blob.flush()?;
+        self.mirror.flush()
     }
 }
 
