@@ -212,6 +212,10 @@ fn run_container(
         }
         Ok(Some(i32::from_le_bytes(pid)))
     })();
+    if handshake.is_err() {
+        // The intermediate is waiting for our go-ahead and would wait forever.
+        let _ = nix::sys::signal::kill(intermediate, Signal::SIGKILL);
+    }
     // The intermediate exits once init is forked; init is then ours (subreaper).
     let _ = waitpid(intermediate, None);
     let init_pid = match handshake {
@@ -222,10 +226,7 @@ fn run_container(
                 signal: None,
             });
         }
-        Err(e) => {
-            let _ = nix::sys::signal::kill(intermediate, Signal::SIGKILL);
-            return Err(e);
-        }
+        Err(e) => return Err(e),
     };
     let pidfd = pidfd_open(init_pid).map_err(|e| format!("pidfd_open: {e}"))?;
     let mut ready = false;
