@@ -87,6 +87,10 @@ impl Drop for TestUser {
                 let _ = std::fs::write(file, kept);
             }
         }
+        // Whatever a failed test left running as the user would keep userdel from working.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.name])
+            .status();
         let _ = Command::new("userdel").arg(&self.name).status();
     }
 }
@@ -100,17 +104,32 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
     assert!(status.success());
 }
 
+/// Runs the bundle as `user`, with `extra_path` first on PATH when given. A run that hangs is
+/// stopped after a minute (exit code 124) so that it fails instead of holding CI.
 fn run_as(user: &TestUser, bundle: &Path) -> (i32, String, String) {
-    let out = Command::new("setpriv")
+    run_as_with_path(user, bundle, None)
+}
+
+fn run_as_with_path(
+    user: &TestUser,
+    bundle: &Path,
+    extra_path: Option<&Path>,
+) -> (i32, String, String) {
+    let mut command = Command::new("timeout");
+    command
+        .args(["60", "setpriv"])
         .args([
             &format!("--reuid={}", user.uid),
             &format!("--regid={}", user.gid),
             "--clear-groups",
         ])
         .args([STRATA, "debug", "run-bundle"])
-        .arg(bundle)
-        .output()
-        .unwrap();
+        .arg(bundle);
+    if let Some(dir) = extra_path {
+        let path = std::env::var("PATH").unwrap_or_default();
+        command.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -226,4 +245,38 @@ fn an_unprivileged_user_publishes_a_port() {
     let status = child.wait().unwrap();
     assert_eq!(received, "hello from rootless\n");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_refused_id_map_fails_the_run_instead_of_hanging_it() {
+    let user = TestUser::create("c");
+    let rootfs = Rootfs::new();
+    let bundle = tempfile::tempdir().unwrap();
+    // A newuidmap that refuses, found first on PATH: the helper's half of the handshake fails
+    // while the intermediate process waits for it.
+    let tools = tempfile::tempdir().unwrap();
+    let fake = tools.path().join("newuidmap");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'newuidmap: mapping refused' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        tools.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        bundle.path().join("config.json"),
+        serde_json::to_vec(&rootfs.spec("echo never")).unwrap(),
+    )
+    .unwrap();
+    chown_tree(rootfs.path(), user.uid, user.gid);
+    chown_tree(bundle.path(), user.uid, user.gid);
+    let (code, out, err) = run_as_with_path(&user, bundle.path(), Some(tools.path()));
+    assert_ne!(code, 124, "the run hung: {err}");
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("mapping refused"), "{err}");
+    assert_eq!(out, "");
 }
