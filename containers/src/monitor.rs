@@ -25,11 +25,12 @@ use strata_snapshotter::Mount;
 use crate::error::{Error, Result, io_err};
 use crate::fsutil::{self, try_lock, write_json_atomic};
 use crate::logs::{LineSplitter, LogWriter};
-use crate::process::{pidfd_signal, start_time};
+use crate::process::start_time;
 use crate::record::{ContainerConfig, MountKind, NetworkMode, PortBinding, Status};
 use crate::registry::Containers;
 use crate::watch::Watcher;
 use crate::{spec, volumes};
+use strata_runtime::pidfd_signal;
 
 /// A writer shared between runs (the caller's stdout or stderr).
 pub type SharedWriter = Arc<Mutex<dyn Write + Send>>;

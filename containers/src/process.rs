@@ -28,25 +28,6 @@ pub fn open_pidfd(pid: i32, start: u64) -> Option<OwnedFd> {
     (start_time(pid) == Some(start)).then_some(pidfd)
 }
 
-/// Sends `signal` through a pidfd.
-pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> std::io::Result<()> {
-    // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            0usize,
-            0u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Waits until the process ends or `timeout` passes; true when it ended.
 pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: Option<Duration>) -> bool {
     let deadline = timeout.map(|t| std::time::Instant::now() + t);

@@ -18,12 +18,13 @@ use crate::error::{Error, Result, io_err};
 use crate::fsutil::{self, FileLock, lock, read_json, try_lock, write_json_atomic};
 use crate::names::{new_id, random_name, validate_name};
 use crate::options::{ConfigOverrides, run_config};
-use crate::process::{open_pidfd, parse_signal, pidfd_signal, pidfd_wait};
+use crate::process::{open_pidfd, parse_signal, pidfd_wait};
 use crate::record::{ContainerConfig, ContainerState, HostConfig, MountKind, Status};
 use crate::unpack::unpack_image;
 use crate::volumes::Volumes;
 use crate::watch::Watcher;
 use crate::{MONITOR_ARG, container_snapshot_id, holder_name};
+use strata_runtime::pidfd_signal;
 
 /// How long `stop` waits after the stop signal unless told otherwise (Docker's 10 s).
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -31,8 +31,8 @@ fn is_print(c: char) -> bool {
         | '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{FFFFD}' | '\u{100000}'..='\u{10FFFD}')
 }
 
-/// Go's `strconv.Quote` for valid UTF-8 input.
-pub(crate) fn quote(s: &str) -> String {
+/// Go's `strconv.Quote` for valid UTF-8 input (what Go's `%q` prints for a string).
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -28,6 +28,9 @@ pub mod mount;
 pub mod plan;
 mod reference;
 pub mod shell;
+
+/// Go's `strconv.Quote`: BuildKit formats history and messages with `%q`.
+pub use golang::quote as go_quote;
 mod syntax;
 
 use std::sync::Arc;

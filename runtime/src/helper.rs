@@ -275,7 +275,7 @@ pub(crate) fn wait_for_init(control: &OwnedFd, pidfd: &OwnedFd, pid: i32) -> Exi
         if watch_control && fds[1].revents != 0 {
             // The caller sends nothing after the spec: readable means it closed its end.
             let _ = channel::recv_raw(control.as_fd());
-            kill_pidfd(pidfd);
+            let _ = crate::launch::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
             watch_control = false;
         }
     }
@@ -286,19 +286,6 @@ pub(crate) fn wait_for_init(control: &OwnedFd, pidfd: &OwnedFd, pid: i32) -> Exi
             signal: None,
         },
     }
-}
-
-fn kill_pidfd(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal(2) with a pidfd we own.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            0usize,
-            0u32,
-        )
-    };
 }
 
 pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {

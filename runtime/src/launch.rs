@@ -319,21 +319,7 @@ impl Container {
         let Some(pidfd) = &self.pidfd else {
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         };
-        // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal,
-                0usize,
-                0u32,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        pidfd_signal(pidfd.as_fd(), signal)
     }
 
     /// Waits until the container ended and its cgroup is gone. Blocking.
@@ -402,5 +388,24 @@ impl Drop for Container {
             );
             let _ = self.helper.wait();
         }
+    }
+}
+
+/// Sends `signal` to the process behind `pidfd` (no pid reuse race, unlike kill(2)).
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            0usize,
+            0u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

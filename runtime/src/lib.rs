@@ -45,7 +45,7 @@ mod stubs;
 pub mod user;
 
 pub use bundle::{ExternalRuntime, run_external};
-pub use launch::{Container, Exit, RunError, Sandbox, Stdio, StdioSet};
+pub use launch::{Container, Exit, RunError, Sandbox, Stdio, StdioSet, pidfd_signal};
 pub use oci_spec::runtime::Spec;
 
 /// The first argument that makes the `strata` binary act as the sandbox helper.
