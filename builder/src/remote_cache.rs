@@ -199,31 +199,3 @@ pub fn select(entries: &[CacheEntry], all: bool) -> Vec<CacheEntry> {
         .cloned()
         .collect()
 }
-
-/// Stores an image whose layers are not all here (imported cache hits of a build that is
-/// pushed): its config and manifest, named `names`. Such an image can be pushed from its
-/// descriptors (the registry mounts or already has the missing layers); running it needs
-/// its layers pulled.
-pub(crate) fn store_image_without_layers<C: Serialize>(
-    store: &Store,
-    lease: &Lease,
-    config: &C,
-    layers: Vec<oci_spec::image::Descriptor>,
-    names: &[strata_store::Reference],
-) -> Result<strata_store::Image> {
-    use oci_spec::image::{ImageManifestBuilder, MediaType};
-    let config_bytes = strata_store::canonical_json(config)?;
-    let config_desc = store
-        .put_blob(lease, &config_bytes)?
-        .descriptor(MediaType::ImageConfig);
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(config_desc)
-        .layers(layers)
-        .build()
-        .map_err(|e| BuildError::Store(strata_store::StoreError::Invalid(e.to_string())))?;
-    let manifest_desc = store.put_json(lease, MediaType::ImageManifest, &manifest)?;
-    store.add_image(&manifest_desc, names)?;
-    Ok(store.resolve(manifest_desc.digest().as_ref())?)
-}

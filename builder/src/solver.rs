@@ -2213,11 +2213,7 @@ fn assemble(
             .store
             .create_image(lease, &config, &descriptors, &req.tags)?);
     }
-    crate::remote_cache::store_image_without_layers(
-        &b.store,
-        lease,
-        &config,
-        descriptors,
-        &req.tags,
-    )
+    // Imported cache hits of a pushed build: their layers stay in the registry.
+    Ok(b.store
+        .create_image_with_remote_layers(lease, &config, &descriptors, &req.tags)?)
 }

@@ -105,8 +105,31 @@ impl Store {
                 return Err(StoreError::BlobNotFound(l.digest().to_string()));
             }
         }
+        self.write_image(lease, &config_bytes, layers, names)
+    }
+
+    /// [`Store::create_image`] for an image whose layers need not be in the store: they live
+    /// in a registry (a build's cache hits that a push mounts there). Such an image can be
+    /// pushed; anything that reads its layers needs them pulled first.
+    pub fn create_image_with_remote_layers<C: Serialize + ?Sized>(
+        &self,
+        lease: &Lease,
+        config: &C,
+        layers: &[Descriptor],
+        names: &[Reference],
+    ) -> Result<Image> {
+        self.write_image(lease, &canonical_json(config)?, layers, names)
+    }
+
+    fn write_image(
+        &self,
+        lease: &Lease,
+        config_bytes: &[u8],
+        layers: &[Descriptor],
+        names: &[Reference],
+    ) -> Result<Image> {
         let config_desc = self
-            .put_blob(lease, &config_bytes)?
+            .put_blob(lease, config_bytes)?
             .descriptor(MediaType::ImageConfig);
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
