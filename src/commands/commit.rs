@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 use strata_containers::CommitOptions;
-use strata_store::reference;
 
 use super::container_output::open_containers;
 use super::import::apply_change;
@@ -33,12 +32,8 @@ pub fn run(args: CommitArgs) -> anyhow::Result<ExitCode> {
     let name = args
         .reference
         .as_deref()
-        .map(reference::parse_normalized_named)
-        .transpose()
-        .context("invalid reference")?;
-    if name.as_ref().is_some_and(|n| n.digest().is_some()) {
-        bail!("refusing to create a tag with a digest reference");
-    }
+        .map(super::image_output::parse_new_name)
+        .transpose()?;
     let containers = open_containers()?;
     let config = if args.change.is_empty() {
         None

@@ -4,11 +4,21 @@
 use std::io::{self, Write};
 
 use anyhow::Context;
-use strata_store::{Digest, Store};
+use strata_store::{Digest, Reference, Store, reference};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Opens the store at `$STRATA_ROOT` (or the default root).
+/// A name to give an image (`tag`, `commit`, `import`): normalised, and never a digest.
+pub fn parse_new_name(text: &str) -> anyhow::Result<Reference> {
+    let name = reference::parse_normalized_named(text)
+        .with_context(|| format!("invalid reference {text:?}"))?;
+    if name.digest().is_some() {
+        anyhow::bail!("refusing to create a tag with a digest reference");
+    }
+    Ok(name)
+}
+
 pub fn open_store() -> anyhow::Result<Store> {
     let root = strata_store::default_root();
     Store::open(&root).with_context(|| format!("opening the image store at {}", root.display()))

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
 use strata_codec::{Compression, EncoderOptions};
-use strata_store::{Platform, reference};
+use strata_store::Platform;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -36,12 +36,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let name = args
         .reference
         .as_deref()
-        .map(reference::parse_normalized_named)
-        .transpose()
-        .context("invalid reference")?;
-    if name.as_ref().is_some_and(|n| n.digest().is_some()) {
-        bail!("refusing to create a tag with a digest reference");
-    }
+        .map(super::image_output::parse_new_name)
+        .transpose()?;
     let platform = match &args.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),

@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::Args;
-use strata_store::{GcOptions, reference};
+use strata_store::GcOptions;
 
 use super::image_output::open_store;
 use super::prune::delete_snapshot;
@@ -18,11 +17,7 @@ pub struct TagArgs {
 }
 
 pub fn run_tag(args: TagArgs) -> anyhow::Result<ExitCode> {
-    let name = reference::parse_normalized_named(&args.target)
-        .with_context(|| format!("invalid reference {:?}", args.target))?;
-    if name.digest().is_some() {
-        bail!("refusing to create a tag with a digest reference");
-    }
+    let name = super::image_output::parse_new_name(&args.target)?;
     open_store()?.tag(&args.source, &name)?;
     Ok(ExitCode::SUCCESS)
 }
