@@ -8,6 +8,9 @@
 //! amount of data, and every block is a pure function of (dictionary, block, level, is-last), so one
 //! thread or sixteen produce the same bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
 //! `flate2`) reads the result as a single member.
+//!
+//! Blocks of random-looking bytes (already compressed or encrypted files) are stored rather than
+//! deflated, see [`deflate_block`]: deflate spends as long on them as on text and gains nothing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
@@ -35,13 +38,35 @@ struct Block {
     crc: crc32fast::Hasher,
 }
 
-/// Deflates one block. A pure function of its arguments (the compressor is reset first).
+/// Blocks shorter than this are always deflated: probing them would cost more than it saves.
+const PROBE_MIN: usize = 16 * 1024;
+/// How much of a block is deflated to see whether it compresses at all.
+const PROBE_SAMPLE: usize = 8 * 1024;
+
+/// Compresses one block. A pure function of its arguments (the compressor is reset first).
+///
+/// Random-looking input (encrypted or already compressed files, which images are full of) costs
+/// deflate as much time as text and gains nothing, so a block whose bytes are as evenly spread as
+/// random data's and whose first 8 KiB do not shrink is written as stored blocks instead: valid
+/// deflate that every reader takes, ~5 bytes per 64 KiB bigger than the input, at memcpy speed.
 fn deflate_block(
     compress: &mut Compress,
     dict: &[u8],
     data: &[u8],
     last: bool,
 ) -> io::Result<Block> {
+    let deflated = if looks_incompressible(compress, dict, data)? {
+        stored(data, last)
+    } else {
+        deflate(compress, dict, data, last)?
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    Ok(Block { deflated, crc })
+}
+
+/// Deflates `data` primed with `dict`, ending with a sync flush (or the end of the stream).
+fn deflate(compress: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     compress.reset();
     if !dict.is_empty() {
         compress.set_dictionary(dict).map_err(io::Error::other)?;
@@ -72,9 +97,56 @@ fn deflate_block(
         }
         out.reserve(out.capacity().max(4096));
     }
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(data);
-    Ok(Block { deflated: out, crc })
+    Ok(out)
+}
+
+/// Whether deflating `data` is not worth it: its byte histogram is as flat as random data's
+/// and a deflated sample of it (with the dictionary, so repeats across the cut count) saves
+/// less than 1%. The histogram test keeps blocks that mix random bytes with text compressed;
+/// the sample keeps random-looking data that repeats itself with a period under 8 KiB compressed.
+fn looks_incompressible(compress: &mut Compress, dict: &[u8], data: &[u8]) -> io::Result<bool> {
+    if data.len() < PROBE_MIN || !flat_histogram(data) {
+        return Ok(false);
+    }
+    let sample = &data[..PROBE_SAMPLE.min(data.len())];
+    let deflated = deflate(compress, dict, sample, false)?;
+    Ok(deflated.len() >= sample.len() - sample.len() / 100)
+}
+
+/// Whether the bytes of `data` are spread as evenly as random bytes: a chi-square statistic
+/// against the uniform distribution of at most n/64 (random data gives about 255; text, code,
+/// tar headers and zeros give many times n). At that bound Huffman coding alone could save at
+/// most ~0.15%. Integer arithmetic, so every machine decides alike and layers stay reproducible.
+fn flat_histogram(data: &[u8]) -> bool {
+    let mut counts = [0u64; 256];
+    for &byte in data {
+        counts[usize::from(byte)] += 1;
+    }
+    let n = data.len() as u64;
+    let sum_of_squares: u64 = counts.iter().map(|c| c * c).sum();
+    // chi² = 256·Σc²/n − n <= n/64  <=>  256·Σc² <= n² + n²/64
+    256 * sum_of_squares <= n * n + n * n / 64
+}
+
+/// `data` as deflate stored blocks (at most 65,535 bytes each), the last one final if `last`.
+/// Every block of this encoder starts on a byte boundary (the one before ended with a sync
+/// flush), where a stored block's header is one byte.
+fn stored(data: &[u8], last: bool) -> Vec<u8> {
+    let max = usize::from(u16::MAX);
+    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / max + 1));
+    let count = data.len().div_ceil(max).max(1);
+    for (i, chunk) in data
+        .chunks(max)
+        .chain(data.is_empty().then_some(&[][..]))
+        .enumerate()
+    {
+        out.push(u8::from(last && i + 1 == count));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
 }
 
 /// Jobs waiting for a worker and results waiting to be written, under one lock. Plain
@@ -452,6 +524,77 @@ mod tests {
             parallel <= single + 16 * 64,
             "parallel {parallel} vs single {single}"
         );
+    }
+
+    fn random(len: usize) -> Vec<u8> {
+        let mut x = 0x2545f491_4f6cdd1du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_read_back() {
+        let mut data = random(3 * BLOCK_SIZE);
+        data.extend(sample(BLOCK_SIZE + 777));
+        data.extend(random(BLOCK_SIZE / 2));
+        let gz = gzip(&data, 6, 2, 10_000);
+        // The first block is stored: a non-final stored header (one byte) with LEN 65535.
+        assert_eq!(&gz[10..15], &[0x00, 0xff, 0xff, 0x00, 0x00]);
+        // Three random blocks cost their size plus ~5 bytes per 64 KiB, not deflate's expansion.
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        assert_eq!(
+            gzip(&data, 6, 1, data.len()),
+            gz,
+            "thread count changed bytes"
+        );
+        let random_only = gzip(&random(3 * BLOCK_SIZE), 6, 2, BLOCK_SIZE);
+        assert!(random_only.len() <= 3 * BLOCK_SIZE + 3 * 15 + 18 + 5);
+    }
+
+    #[test]
+    fn random_data_that_repeats_is_still_compressed() {
+        // Flat histogram, but a 4 KiB period deflate finds: the sample must catch it.
+        let data = random(4096).repeat(4 * BLOCK_SIZE / 4096);
+        let gz = gzip(&data, 6, 2, BLOCK_SIZE);
+        assert!(gz.len() < data.len() / 20, "{} of {}", gz.len(), data.len());
+        // And random bytes mixed with text in one block keep the text compressed.
+        let mut mixed = random(BLOCK_SIZE / 8);
+        mixed.extend(b"the quick brown fox ".repeat(7 * BLOCK_SIZE / 8 / 20));
+        let gz = gzip(&mixed, 6, 1, BLOCK_SIZE);
+        assert!(
+            gz.len() < mixed.len() / 4,
+            "{} of {}",
+            gz.len(),
+            mixed.len()
+        );
+    }
+
+    #[test]
+    fn stored_blocks_of_every_shape_decode() {
+        for len in [0, 1, 65_535, 65_536, 131_070, 131_071] {
+            let data = random(len);
+            for last in [false, true] {
+                let mut raw = stored(&data, last);
+                if !last {
+                    raw.extend(stored(&[], true));
+                }
+                let mut out = Vec::new();
+                flate2::read::DeflateDecoder::new(&raw[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(out, data, "len {len} last {last}");
+            }
+        }
     }
 
     #[test]
