@@ -11,26 +11,27 @@
 #
 # Usage: bench/build.sh [RUNS] [SCENARIO...]   (root; needs hyperfine, jq, docker.io, buildah,
 #        podman; data and stores under $BENCH_DIR, default /var/tmp/strata-bench)
+#        bench/build.sh --fresh strata|docker|buildah   (what a cold run's --prepare calls)
 set -euo pipefail
 
+fresh_only=
+if [ "${1:-}" = --fresh ]; then fresh_only=$2; set --; fi
 runs=${1:-3}
 shift || true
 only=("$@")
 repo=$(cd "$(dirname "$0")/.." && pwd)
+self=$repo/bench/build.sh
 data=${BENCH_DIR:-/var/tmp/strata-bench}/build
 make_scenarios=${MAKE_SCENARIOS:-$repo/../shared/bench/make-scenarios.sh}
 [ -f "$make_scenarios" ] || make_scenarios=/work/shared/bench/make-scenarios.sh
 results=$data/results
 mkdir -p "$data" "$results"
 
-cargo build --release --manifest-path "$repo/Cargo.toml" -q
+[ -n "$fresh_only" ] || cargo build --release --manifest-path "$repo/Cargo.toml" -q
 strata=$repo/target/release/strata
-export STRATA_ROOT=$data/strata-root
 docker_cli=/usr/bin/docker # the docker.io client that goes with its dockerd
 sock=$data/docker.sock
 export DOCKER_HOST=unix://$sock DOCKER_BUILDKIT=1
-buildah=(buildah --root "$data/buildah-root" --runroot "$data/buildah-run" --storage-driver overlay)
-podman=(podman --root "$data/buildah-root" --runroot "$data/buildah-run" --storage-driver overlay)
 
 # The scenarios and the base image, made once.
 [ -d "$data/scen" ] || bash "$make_scenarios" "$data/scen" >/dev/null
@@ -45,23 +46,65 @@ if [ ! -f "$data/busybox.tar" ]; then
   rm -rf "$base"
 fi
 
-# dockerd, as the shared bench README starts it; stopped on exit.
-dockerd --iptables=false --bridge=none --ip-forward=false --data-root "$data/docker" \
-  --exec-root "$data/docker-exec" --pidfile "$data/docker.pid" -H "unix://$sock" >"$data/dockerd.log" 2>&1 &
-dockerd_pid=$!
-trap 'kill $dockerd_pid 2>/dev/null; wait $dockerd_pid 2>/dev/null; true' EXIT
-for _ in $(seq 100); do "$docker_cli" version >/dev/null 2>&1 && break; sleep 0.2; done
+# Every tool keeps its state on its own loop-mounted ext4 filesystem, made anew before every cold
+# run: on this VM's ext4, creating files where many were just deleted (the previous run's store)
+# is several times slower than on a fresh filesystem (the inode allocator skips recently freed
+# inodes), and which tool ran after a deletion would decide the result. A CI machine is fresh.
+fresh_fs() { # NAME: a new, empty filesystem at $data/fs/NAME
+  local dir=$data/fs/$1
+  mkdir -p "$dir"
+  if mountpoint -q "$dir"; then umount "$dir"; fi
+  rm -f "$dir.img"
+  truncate -s 48G "$dir.img"
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dir.img"
+  mount -o loop "$dir.img" "$dir"
+}
+export STRATA_ROOT=$data/fs/strata/root
+buildah=(buildah --root "$data/fs/buildah/root" --runroot "$data/fs/buildah/run" --storage-driver overlay)
+podman=(podman --root "$data/fs/buildah/root" --runroot "$data/fs/buildah/run" --storage-driver overlay)
 
-base_strata="rm -rf $STRATA_ROOT && $strata import $data/busybox.tar busybox:latest >/dev/null"
-base_docker="$docker_cli image inspect busybox >/dev/null 2>&1 || $docker_cli import $data/busybox.tar busybox >/dev/null"
-base_buildah="${podman[*]} image exists busybox || ${podman[*]} import -q $data/busybox.tar busybox >/dev/null"
-eval "$base_strata"
-eval "$base_docker"
-eval "$base_buildah"
-
-cold_strata=$base_strata
-cold_docker="$docker_cli rmi -f bench >/dev/null 2>&1; $docker_cli builder prune -af >/dev/null; $base_docker"
-cold_buildah="${buildah[*]} rmi -af >/dev/null 2>&1; $base_buildah"
+# dockerd, as the shared bench README starts it, its data root on its own filesystem. A cold run
+# restarts it on a fresh one and builds a one-line Dockerfile first, so BuildKit's own start-up is
+# not timed (strata has no daemon to start).
+stop_dockerd() {
+  local pid
+  pid=$(cat "$data/docker.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  # Containerd shims or mounts left behind would keep the filesystem busy.
+  umount -R "$data/fs/docker" 2>/dev/null || true
+}
+fresh_docker() {
+  stop_dockerd
+  fresh_fs docker
+  mkdir -p "$data/warm"
+  printf 'FROM busybox\nLABEL warm=1\n' >"$data/warm/Dockerfile"
+  dockerd --iptables=false --bridge=none --ip-forward=false --data-root "$data/fs/docker/root" \
+    --exec-root "$data/docker-exec" --pidfile "$data/docker.pid" -H "unix://$sock" \
+    </dev/null >>"$data/dockerd.log" 2>&1 &
+  for _ in $(seq 150); do "$docker_cli" version >/dev/null 2>&1 && break; sleep 0.2; done
+  "$docker_cli" import "$data/busybox.tar" busybox >/dev/null
+  "$docker_cli" build -q --network=host -t warm "$data/warm" >/dev/null
+}
+fresh_strata() {
+  fresh_fs strata
+  "$strata" import "$data/busybox.tar" busybox:latest >/dev/null
+}
+fresh_buildah() {
+  fresh_fs buildah
+  "${podman[@]}" import -q "$data/busybox.tar" busybox >/dev/null
+}
+if [ -n "$fresh_only" ]; then
+  "fresh_$fresh_only"
+  exit 0
+fi
+trap 'stop_dockerd' EXIT
+fresh_strata
+fresh_docker
+fresh_buildah
+cold_strata="$self --fresh strata"
+cold_docker="$self --fresh docker"
+cold_buildah="$self --fresh buildah"
 
 build_strata() { echo "$strata build -q --network host -t bench $data/scen/$1"; }
 build_docker() { echo "$docker_cli build -q --network=host -t bench $data/scen/$1"; }
