@@ -117,12 +117,14 @@ fn looks_incompressible(compress: &mut Compress, dict: &[u8], data: &[u8]) -> io
 /// against the uniform distribution of at most n/64 (random data gives about 255; text, code,
 /// tar headers and zeros give many times n). At that bound Huffman coding alone could save at
 /// most ~0.15%. Integer arithmetic, so every machine decides alike and layers stay reproducible.
+/// Every fourth byte is counted: plenty to tell random from anything else, at a quarter of the
+/// cost, which every compressible block pays.
 fn flat_histogram(data: &[u8]) -> bool {
     let mut counts = [0u64; 256];
-    for &byte in data {
+    for &byte in data.iter().step_by(4) {
         counts[usize::from(byte)] += 1;
     }
-    let n = data.len() as u64;
+    let n = data.len().div_ceil(4) as u64;
     let sum_of_squares: u64 = counts.iter().map(|c| c * c).sum();
     // chi² = 256·Σc²/n − n <= n/64  <=>  256·Σc² <= n² + n²/64
     256 * sum_of_squares <= n * n + n * n / 64
