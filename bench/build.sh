@@ -106,7 +106,7 @@ cold_strata="$self --fresh strata"
 cold_docker="$self --fresh docker"
 cold_buildah="$self --fresh buildah"
 
-build_strata() { echo "$strata build -q --network host -t bench $data/scen/$1"; }
+build_strata() { echo "$strata build -q --network host ${strata_args:-} -t bench $data/scen/$1"; }
 build_docker() { echo "$docker_cli build -q --network=host -t bench $data/scen/$1"; }
 build_buildah() { echo "${buildah[*]} build -q --layers --runtime=runc --network=host -t bench $data/scen/$1"; }
 
@@ -145,3 +145,5 @@ fi
 for s in runfiles biglayer parallel steps; do
   if wanted "$s"; then bench "$s-cold" "$s" cold; fi
 done
+# --jobs defaults to the core count (issue 6); BuildKit runs all four stages at once.
+if wanted parallel; then strata_args="--jobs 4" bench parallel-jobs4-cold parallel cold; fi
