@@ -90,6 +90,31 @@ fresh_strata() {
   fresh_fs strata
   "$strata" import "$data/busybox.tar" busybox:latest >/dev/null
 }
+# The floor: the scenario's RUN commands run directly in a chroot of the base on a fresh
+# filesystem, stages at once: what no engine can beat, so that each engine's own cost shows.
+fresh_floor() {
+  fresh_fs floor
+  mkdir -p "$data/fs/floor/root"
+  tar -C "$data/fs/floor/root" -xf "$data/busybox.tar"
+}
+floor_script() { # SCENARIO: writes $data/floor-SCENARIO.sh from its Dockerfile
+  python3 - "$data/scen/$1/Dockerfile" "$data/fs/floor/root" >"$data/floor-$1.sh" <<'PY'
+import shlex, sys
+stages = []
+for line in open(sys.argv[1]):
+    word, _, rest = line.strip().partition(" ")
+    if word.upper() == "FROM":
+        stages.append([])
+    elif word.upper() == "RUN":
+        stages[-1].append(rest)
+print("#!/bin/sh\nset -e\npids=")
+for runs in stages:
+    if runs:
+        chain = " && ".join(f"chroot {shlex.quote(sys.argv[2])} /bin/sh -c {shlex.quote(r)}" for r in runs)
+        print(f"( {chain} ) & pids=\"$pids $!\"")
+print("for p in $pids; do wait $p; done")
+PY
+}
 fresh_buildah() {
   fresh_fs buildah
   "${podman[@]}" import -q "$data/busybox.tar" busybox >/dev/null
@@ -116,7 +141,11 @@ wanted() { [ ${#only[@]} -eq 0 ] || [[ " ${only[*]} " == *" $1 "* ]]; }
 # PREPARE is "cold" (no cache before each run), "noop" (warm-up builds, nothing changes) or
 # "onefile" (warm-up builds, one file of the context changes before each run).
 bench() {
-  local name=$1 scen=$2 mode=$3
+  local name=$1 scen=$2 mode=$3 floor=()
+  if [ "$mode" = cold ] && grep -q '^RUN' "$data/scen/$scen/Dockerfile"; then
+    floor_script "$scen"
+    floor=(--prepare "$self --fresh floor" -n floor "sh $data/floor-$scen.sh")
+  fi
   local prep_s prep_d prep_b touch="echo \$RANDOM >> $data/scen/ctx20k/src/pkg123/file07.txt"
   case $mode in
     cold) prep_s=$cold_strata prep_d=$cold_docker prep_b=$cold_buildah ;;
@@ -128,15 +157,17 @@ bench() {
   hyperfine --runs "$runs" --warmup "$warmup" --export-json "$results/$name.json" \
     --prepare "$prep_s" -n strata "$(build_strata "$scen")" \
     --prepare "$prep_d" -n buildkit "$(build_docker "$scen")" \
-    --prepare "$prep_b" -n buildah "$(build_buildah "$scen")" >"$results/$name.log"
+    --prepare "$prep_b" -n buildah "$(build_buildah "$scen")" \
+    "${floor[@]}" >"$results/$name.log"
   jq -r --arg name "$name" '
+    def s: . * 100 | round / 100;
     (.results | map({(.command): .median}) | add) as $m
-    | "| \($name) | \($m.strata * 100 | round / 100) s | \($m.buildkit * 100 | round / 100) s | \($m.buildah * 100 | round / 100) s | \($m.strata / $m.buildkit * 100 | round / 100) | \($m.strata / $m.buildah * 100 | round / 100) |"' \
+    | "| \($name) | \($m.strata | s) s | \($m.buildkit | s) s | \($m.buildah | s) s | \($m.strata / $m.buildkit | s) | \($m.strata / $m.buildah | s) | \(if $m.floor then "\($m.floor | s) s | \(($m.floor / $m.buildkit) | s)" else "- | -" end) |"' \
     "$results/$name.json"
 }
 
-echo "| scenario | strata | BuildKit | Buildah | strata/BuildKit | strata/Buildah |"
-echo "|---|---|---|---|---|---|"
+echo "| scenario | strata | BuildKit | Buildah | strata/BuildKit | strata/Buildah | floor | floor/BuildKit |"
+echo "|---|---|---|---|---|---|---|---|"
 if wanted ctx20k; then
   bench ctx20k-cold ctx20k cold
   bench ctx20k-noop ctx20k noop
