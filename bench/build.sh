@@ -142,7 +142,9 @@ wanted() { [ ${#only[@]} -eq 0 ] || [[ " ${only[*]} " == *" $1 "* ]]; }
 # "onefile" (warm-up builds, one file of the context changes before each run).
 bench() {
   local name=$1 scen=$2 mode=$3 floor=()
-  if [ "$mode" = cold ] && grep -q '^RUN' "$data/scen/$scen/Dockerfile"; then
+  # Only where RUN is all the work: a COPY from the context has no such floor.
+  if [ "$mode" = cold ] && grep -q '^RUN' "$data/scen/$scen/Dockerfile" &&
+    ! grep -Eq '^(COPY|ADD) +[^-]' "$data/scen/$scen/Dockerfile"; then
     floor_script "$scen"
     floor=(--prepare "$self --fresh floor" -n floor "sh $data/floor-$scen.sh")
   fi
