@@ -53,7 +53,7 @@ fi
 fresh_fs() { # NAME: a new, empty filesystem at $data/fs/NAME
   local dir=$data/fs/$1
   mkdir -p "$dir"
-  if mountpoint -q "$dir"; then umount "$dir"; fi
+  if mountpoint -q "$dir"; then umount -R "$dir"; fi
   rm -f "$dir.img"
   truncate -s 48G "$dir.img"
   mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dir.img"
@@ -96,6 +96,8 @@ fresh_floor() {
   fresh_fs floor
   mkdir -p "$data/fs/floor/root"
   tar -C "$data/fs/floor/root" -xf "$data/busybox.tar"
+  mkdir -p "$data/fs/floor/root/dev" # /dev/urandom, /dev/zero and /dev/null, as every engine has
+  mount --bind /dev "$data/fs/floor/root/dev"
 }
 floor_script() { # SCENARIO: writes $data/floor-SCENARIO.sh from its Dockerfile
   python3 - "$data/scen/$1/Dockerfile" "$data/fs/floor/root" >"$data/floor-$1.sh" <<'PY'
