@@ -1,5 +1,5 @@
 //! Docker's default seccomp profile (moby `profiles/seccomp/default.json`), translated rule by rule
-//! for x86_64 and compiled with seccompiler.
+//! for x86_64 and compiled to one BPF program (`bpf.rs`).
 //!
 //! Unknown syscalls fail with `EPERM` (the profile's `defaultErrnoRet`); rules that Docker enables
 //! only for a capability (`includes.caps`) are enabled when the process keeps that capability, so
@@ -9,16 +9,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use bpf::{Action, ArgOp, Verdict};
 
+mod bpf;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 /// System call names and numbers of one architecture.
-type SyscallTable = &'static [(&'static str, i64)];
+type SyscallTable = &'static [(&'static str, u32)];
 
 /// The base allow list: every process may make these.
 const ALLOWED: &[&str] = &[
@@ -470,123 +468,93 @@ pub enum SeccompError {
     Install(std::io::Error),
 }
 
-/// The compiled filters of the default profile for a process keeping `caps` (names such as
-/// `CAP_SYS_ADMIN`), in installation order.
+/// The default profile compiled for a process keeping `caps` (names such as `CAP_SYS_ADMIN`): one
+/// BPF program.
 pub struct DefaultProfile {
-    filters: Vec<BpfProgram>,
+    program: Vec<libc::sock_filter>,
 }
 
 impl DefaultProfile {
     pub fn new(caps: &HashSet<String>) -> Result<Self, SeccompError> {
         let (table, arch) = native_table()?;
-        let nr = |name: &str| table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr);
-        let compile_err = |e: seccompiler::BackendError| SeccompError::Compile(e.to_string());
-        let sys_admin = caps.contains("CAP_SYS_ADMIN");
-
-        // None = allowed unconditionally; Some(rules) = allowed when one of the rules matches.
-        let mut allow: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
-        let allow_always = |allow: &mut BTreeMap<i64, Option<Vec<SeccompRule>>>, name: &str| {
-            if let Some(n) = nr(name) {
-                allow.insert(n, None);
-            }
-        };
-        for name in ALLOWED {
-            allow_always(&mut allow, name);
-        }
-        for (cap, names) in ALLOWED_WITH_CAP {
-            if caps.contains(*cap) {
-                for name in *names {
-                    allow_always(&mut allow, name);
-                }
-            }
-        }
-        let arg0 = |op, value| SeccompCondition::new(0, SeccompCmpArgLen::Qword, op, value);
-        let mut allow_if =
-            |name: &str, conditions: Vec<SeccompCondition>| -> Result<(), SeccompError> {
-                let Some(n) = nr(name) else { return Ok(()) };
-                let rule = SeccompRule::new(conditions).map_err(compile_err)?;
-                if let Some(rules) = allow.entry(n).or_insert_with(|| Some(Vec::new())) {
-                    rules.push(rule);
-                }
-                Ok(())
-            };
-        allow_if(
-            "socket",
-            vec![arg0(SeccompCmpOp::Ne, AF_VSOCK).map_err(compile_err)?],
-        )?;
-        for persona in PERSONALITIES {
-            allow_if(
-                "personality",
-                vec![arg0(SeccompCmpOp::Eq, *persona).map_err(compile_err)?],
-            )?;
-        }
-        if !sys_admin {
-            let no_namespaces =
-                arg0(SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS), 0).map_err(compile_err)?;
-            allow_if("clone", vec![no_namespaces])?;
-        }
-        let rules: BTreeMap<i64, Vec<SeccompRule>> = allow
-            .into_iter()
-            .map(|(n, rules)| (n, rules.unwrap_or_default()))
-            .collect();
-        let allow_list = SeccompFilter::new(
-            rules,
-            SeccompAction::Errno(EPERM),
-            SeccompAction::Allow,
-            arch,
-        )
-        .map_err(compile_err)?;
-        let mut filters = vec![BpfProgram::try_from(allow_list).map_err(compile_err)?];
-
-        // clone3 cannot be filtered by its flags (they are behind a pointer): Docker makes it fail
-        // with ENOSYS so that libc falls back to clone, whose flags the rule above checks. Installed
-        // last, its errno wins over the allow list's.
-        if !sys_admin && let Some(clone3) = nr("clone3") {
-            let only_clone3 = BTreeMap::from([(clone3, Vec::new())]);
-            let filter = SeccompFilter::new(
-                only_clone3,
-                SeccompAction::Allow,
-                SeccompAction::Errno(ENOSYS),
-                arch,
-            )
-            .map_err(compile_err)?;
-            filters.push(BpfProgram::try_from(filter).map_err(compile_err)?);
-        }
-        Ok(Self { filters })
+        let program = bpf::compile(arch, &verdicts(table, caps), Action::Errno(EPERM))
+            .map_err(SeccompError::Compile)?;
+        Ok(Self { program })
     }
 
-    /// Installs the filters on the calling thread. Does not set `no_new_privs` (Docker leaves it
+    /// Installs the filter on the calling thread. Does not set `no_new_privs` (Docker leaves it
     /// off unless asked), so the caller must still hold `CAP_SYS_ADMIN` unless it set that itself.
     pub fn install(&self) -> Result<(), SeccompError> {
-        for filter in &self.filters {
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            // SAFETY: `prog` points at a valid BPF program that outlives the call; the kernel copies it.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &prog as *const libc::sock_fprog,
-                )
-            };
-            if rc != 0 {
-                return Err(SeccompError::Install(std::io::Error::last_os_error()));
-            }
+        let len = u16::try_from(self.program.len())
+            .map_err(|_| SeccompError::Compile("program too long".into()))?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: self.program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `prog` points at a valid BPF program that outlives the call; the kernel copies it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(SeccompError::Install(std::io::Error::last_os_error()));
         }
         Ok(())
     }
 }
 
+/// The profile's verdict for each syscall of `table` that it names; any other gets `EPERM`.
+fn verdicts(table: SyscallTable, caps: &HashSet<String>) -> BTreeMap<u32, Verdict> {
+    let nr = |name: &str| table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr);
+    let sys_admin = caps.contains("CAP_SYS_ADMIN");
+    let mut verdicts = BTreeMap::new();
+    let with_caps = ALLOWED_WITH_CAP
+        .iter()
+        .filter(|(cap, _)| caps.contains(*cap))
+        .flat_map(|(_, names)| names.iter());
+    for n in ALLOWED.iter().chain(with_caps).filter_map(|name| nr(name)) {
+        verdicts.insert(n, Verdict::Always(Action::Allow));
+    }
+    // Allowed on conditions, unless allowed outright above.
+    let mut allow_if = |name: &str, rule: Vec<(u8, ArgOp)>| {
+        if let Some(n) = nr(name)
+            && let Verdict::AllowIf(rules) = verdicts
+                .entry(n)
+                .or_insert_with(|| Verdict::AllowIf(Vec::new()))
+        {
+            rules.push(rule);
+        }
+    };
+    allow_if("socket", vec![(0, ArgOp::Ne(AF_VSOCK))]);
+    for persona in PERSONALITIES {
+        allow_if("personality", vec![(0, ArgOp::Eq(*persona))]);
+    }
+    if !sys_admin {
+        let no_namespaces = ArgOp::MaskedEq {
+            mask: CLONE_NAMESPACE_FLAGS,
+            value: 0,
+        };
+        allow_if("clone", vec![(0, no_namespaces)]);
+        // clone3 cannot be filtered by its flags (they are behind a pointer): Docker makes it fail
+        // with ENOSYS so that libc falls back to clone, whose flags the rule above checks.
+        if let Some(clone3) = nr("clone3") {
+            verdicts.insert(clone3, Verdict::Always(Action::Errno(ENOSYS)));
+        }
+    }
+    verdicts
+}
+
 #[cfg(target_arch = "x86_64")]
-fn native_table() -> Result<(SyscallTable, TargetArch), SeccompError> {
-    Ok((x86_64::SYSCALLS, TargetArch::x86_64))
+fn native_table() -> Result<(SyscallTable, u32), SeccompError> {
+    Ok((x86_64::SYSCALLS, bpf::AUDIT_ARCH_X86_64))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn native_table() -> Result<(SyscallTable, TargetArch), SeccompError> {
+fn native_table() -> Result<(SyscallTable, u32), SeccompError> {
     Err(SeccompError::UnsupportedArch)
 }
 
@@ -623,4 +591,98 @@ pub fn oci_profile(caps: &HashSet<String>) -> serde_json::Value {
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": syscalls,
     })
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    const ERR_EPERM: u32 = libc::SECCOMP_RET_ERRNO | EPERM;
+    const ERR_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | ENOSYS;
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+
+    fn caps(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn decide(profile: &DefaultProfile, nr: i64, arg0: u64) -> u32 {
+        bpf::run(
+            &profile.program,
+            bpf::AUDIT_ARCH_X86_64,
+            nr as u32,
+            [arg0, 0, 0, 0, 0, 0],
+        )
+    }
+
+    #[test]
+    fn docker_defaults_without_sys_admin() {
+        let profile = DefaultProfile::new(&caps(&["CAP_CHOWN", "CAP_NET_RAW"])).unwrap();
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_execve,
+            libc::SYS_getpid,
+            libc::SYS_fchmodat2,
+        ] {
+            assert_eq!(decide(&profile, nr, 0), ALLOW, "syscall {nr}");
+        }
+        for nr in [
+            libc::SYS_keyctl,
+            libc::SYS_kexec_load,
+            libc::SYS_open_by_handle_at,
+            libc::SYS_unshare,
+            libc::SYS_mount,
+            libc::SYS_kcmp,
+            libc::SYS_reboot,
+        ] {
+            assert_eq!(decide(&profile, nr, 0), ERR_EPERM, "syscall {nr}");
+        }
+        assert_eq!(decide(&profile, libc::SYS_clone3, 0), ERR_ENOSYS);
+        let (fork_flags, new_user) = (libc::SIGCHLD as u64, libc::CLONE_NEWUSER as u64);
+        assert_eq!(decide(&profile, libc::SYS_clone, fork_flags), ALLOW);
+        assert_eq!(
+            decide(&profile, libc::SYS_clone, fork_flags | new_user),
+            ERR_EPERM
+        );
+        assert_eq!(
+            decide(&profile, libc::SYS_socket, libc::AF_INET as u64),
+            ALLOW
+        );
+        assert_eq!(decide(&profile, libc::SYS_socket, AF_VSOCK), ERR_EPERM);
+        assert_eq!(
+            decide(&profile, libc::SYS_socket, AF_VSOCK | 1 << 32),
+            ALLOW
+        );
+        assert_eq!(decide(&profile, libc::SYS_personality, 0xffff_ffff), ALLOW);
+        assert_eq!(
+            decide(&profile, libc::SYS_personality, 0x0040_0000),
+            ERR_EPERM
+        );
+        // x32 calls carry the x86_64 audit arch with bit 30 set in the number: none is allowed.
+        assert_eq!(decide(&profile, 0x4000_0000 | libc::SYS_read, 0), ERR_EPERM);
+        // i386 calls are killed.
+        let i386 = bpf::run(&profile.program, 0x4000_0003, 3, [0; 6]);
+        assert_eq!(i386, libc::SECCOMP_RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn capabilities_bring_back_their_syscalls() {
+        let profile = DefaultProfile::new(&caps(&["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"])).unwrap();
+        for nr in [
+            libc::SYS_mount,
+            libc::SYS_unshare,
+            libc::SYS_ptrace,
+            libc::SYS_clone3,
+        ] {
+            assert_eq!(decide(&profile, nr, 0), ALLOW, "syscall {nr}");
+        }
+        let new_user = libc::CLONE_NEWUSER as u64;
+        assert_eq!(decide(&profile, libc::SYS_clone, new_user), ALLOW);
+        assert_eq!(decide(&profile, libc::SYS_reboot, 0), ERR_EPERM);
+    }
+
+    #[test]
+    fn the_program_is_a_search_not_a_chain() {
+        let profile = DefaultProfile::new(&caps(&[])).unwrap();
+        assert!(profile.program.len() < 400, "{}", profile.program.len());
+    }
 }

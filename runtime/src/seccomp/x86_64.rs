@@ -1,7 +1,7 @@
 //! x86_64 system call numbers, generated from `/usr/include/x86_64-linux-gnu/asm/unistd_64.h` (linux-libc-dev)
 //! with `grep "#define __NR_" | awk`. Names absent on this architecture are skipped by the profile.
 
-pub(super) const SYSCALLS: &[(&str, i64)] = &[
+pub(super) const SYSCALLS: &[(&str, u32)] = &[
     ("read", 0),
     ("write", 1),
     ("open", 2),
