@@ -952,7 +952,7 @@ impl Planner<'_> {
                     "{p}\t{}\t{:o}\t{}\t{}\t{}",
                     e.kind.name(),
                     e.mode,
-                    ctx.hash(p).unwrap_or(""),
+                    e.content_hash().unwrap_or(""),
                     e.link.as_deref().unwrap_or(""),
                     if matches!(e.kind, Kind::Char | Kind::Block) {
                         e.rdev
@@ -1062,7 +1062,7 @@ fn load_context(b: &Builder, req: &BuildRequest) -> Result<Context> {
     }
     let matcher = Matcher::new(&patterns)?;
     let previous = cache::read_stat_cache(&b.store, &root.to_string_lossy())?;
-    Context::walk(&root, &matcher, previous)
+    Context::walk(&root, &matcher, previous, b.jobs.max(2))
 }
 
 // ---------------------------------------------------------------------------------------------
