@@ -1080,13 +1080,16 @@ fn lookup_and_explain(
         .iter()
         .flat_map(|s| s.steps.iter().map(|p| p.key.clone()))
         .collect();
-    let identities: Vec<String> = planned
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let id_refs: Vec<(&str, &str)> = planned
         .stages
         .iter()
-        .flat_map(|s| s.steps.iter().map(|p| p.identity.clone()))
+        .flat_map(|s| {
+            s.steps
+                .iter()
+                .map(|p| (p.identity.as_str(), p.key.as_str()))
+        })
         .collect();
-    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let id_refs: Vec<&str> = identities.iter().map(String::as_str).collect();
     let Lookup { results, steps } = cache::lookup(&b.store, &key_refs, &id_refs)?;
     // Which step made each key in this build: for "the step before it changed".
     let mut made_by: HashMap<String, (usize, String)> = HashMap::new();
