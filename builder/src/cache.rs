@@ -109,7 +109,7 @@ pub(crate) fn read_stat_cache(store: &Store, context: &str) -> Result<StatCache>
             return Ok(StatCache::default());
         };
         Ok(match t.get(context)? {
-            Some(v) => StatCache::decode(v.value()),
+            Some(v) => StatCache::decode(v.value().to_vec()),
             None => StatCache::default(),
         })
     })?)
@@ -220,7 +220,7 @@ pub(crate) fn write(store: &Store, updates: &Updates, pending: &Pending) -> Resu
         }
         if let Some((dir, cache)) = &updates.stat_cache {
             let mut t = m.transaction().open_table(CONTEXTS)?;
-            t.insert(dir.as_str(), cache.encode().as_slice())?;
+            t.insert(dir.as_str(), cache.as_bytes())?;
         }
         Ok(())
     })?;

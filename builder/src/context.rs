@@ -14,7 +14,10 @@ use strata_frontend::dockerignore::Matcher;
 
 use crate::error::{BuildError, Result};
 
+mod stat_cache;
 mod walk;
+
+pub(crate) use stat_cache::StatCache;
 
 /// What kind of file an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +78,8 @@ pub(crate) struct Entry {
     stat: StatKey,
     /// sha256 of a file's content, once read (or vouched for by the stat cache).
     hash: OnceLock<HexHash>,
+    /// A file's record in the stat cache of the last build, if it had one.
+    previous: Option<usize>,
 }
 
 impl Entry {
@@ -135,76 +140,6 @@ impl StatKey {
     }
 }
 
-/// The remembered hashes of a context: relative path -> (stat key, sha256 hex).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct StatCache {
-    entries: HashMap<String, (StatKey, HexHash)>,
-}
-
-const STAT_CACHE_MAGIC: &[u8] = b"strata-statcache-1\n";
-
-impl StatCache {
-    pub(crate) fn decode(bytes: &[u8]) -> StatCache {
-        let Some(mut rest) = bytes.strip_prefix(STAT_CACHE_MAGIC) else {
-            return StatCache::default();
-        };
-        // Records are at least 112 bytes (a 30-byte path is typical): sized once, not regrown.
-        let mut out = StatCache {
-            entries: HashMap::with_capacity(rest.len() / 130),
-        };
-        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if rest.len() < n {
-                return None;
-            }
-            let (a, b) = rest.split_at(n);
-            *rest = b;
-            Some(a)
-        }
-        fn u64_of(rest: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
-        }
-        while !rest.is_empty() {
-            let parsed = (|| {
-                let len = u64_of(&mut rest)? as usize;
-                let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
-                let key = StatKey {
-                    dev: u64_of(&mut rest)?,
-                    ino: u64_of(&mut rest)?,
-                    size: u64_of(&mut rest)?,
-                    mtime_ns: u64_of(&mut rest)? as i64,
-                    ctime_ns: u64_of(&mut rest)? as i64,
-                };
-                let hash = HexHash::parse(take(&mut rest, 64)?)?;
-                Some((path, key, hash))
-            })();
-            match parsed {
-                Some((path, key, hash)) => {
-                    out.entries.insert(path, (key, hash));
-                }
-                // A damaged record: what was read so far is still good; the rest is rehashed.
-                None => break,
-            }
-        }
-        out
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = STAT_CACHE_MAGIC.to_vec();
-        let mut paths: Vec<&String> = self.entries.keys().collect();
-        paths.sort();
-        for p in paths {
-            let (k, h) = &self.entries[p];
-            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            out.extend_from_slice(p.as_bytes());
-            for v in [k.dev, k.ino, k.size, k.mtime_ns as u64, k.ctime_ns as u64] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&h.0);
-        }
-        out
-    }
-}
-
 /// The walked context.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -253,7 +188,34 @@ impl Context {
             hashed_bytes: AtomicU64::new(0),
         };
         ctx.keep_dir(String::new(), &mut listings);
+        ctx.join_previous();
         Ok(ctx)
+    }
+
+    /// Pairs each file with its record in the last build's stat cache (both are in path
+    /// order: one pass, no lookups); the record's hash is the file's when its (device, inode,
+    /// size, mtime, ctime) are unchanged.
+    fn join_previous(&mut self) {
+        let previous = &self.previous;
+        let mut records = previous.records().iter().enumerate().peekable();
+        for (rel, e) in &mut self.entries {
+            if e.kind != Kind::File {
+                continue;
+            }
+            while records
+                .next_if(|(_, r)| previous.path(r) < rel.as_str())
+                .is_some()
+            {}
+            let Some((i, r)) = records.next_if(|(_, r)| previous.path(r) == rel.as_str()) else {
+                continue;
+            };
+            e.previous = Some(i);
+            if r.key == e.stat
+                && let Some(hash) = previous.hash(r)
+            {
+                e.hash = OnceLock::from(hash);
+            }
+        }
     }
 
     /// Records what the walk found in directory `rel`, recursively; returns whether anything
@@ -334,32 +296,13 @@ impl Context {
         }
     }
 
-    /// The content hash of file `rel` (hashed by [`Context::hash_files`] before).
-    pub(crate) fn hash(&self, rel: &str) -> Option<&str> {
-        self.entries.get(rel)?.content_hash()
-    }
-
-    /// Makes sure every regular file in `rels` has its hash: from the stat cache when its
-    /// (device, inode, size, mtime, ctime) are unchanged, else by reading it, on `threads` threads.
-    pub(crate) fn hash_files(&self, rels: &[&str], threads: usize) -> Result<()> {
-        let todo: Vec<&str> = rels
+    /// Makes sure every regular file of `files` (entries of this context) has its hash: the
+    /// stat cache vouched for the unchanged ones during the walk, the others are read, on
+    /// `threads` threads.
+    pub(crate) fn hash_files(&self, files: &[(&str, &Entry)], threads: usize) -> Result<()> {
+        let todo: Vec<&(&str, &Entry)> = files
             .iter()
-            .copied()
-            .filter(|r| {
-                let Some(e) = self.entries.get(*r) else {
-                    return false;
-                };
-                if e.kind != Kind::File || e.hash.get().is_some() {
-                    return false;
-                }
-                match self.previous.entries.get(*r) {
-                    Some((key, hash)) if *key == e.stat => {
-                        let _ = e.hash.set(*hash);
-                        false
-                    }
-                    _ => true,
-                }
-            })
+            .filter(|(_, e)| e.kind == Kind::File && e.hash.get().is_none())
             .collect();
         if todo.is_empty() {
             return Ok(());
@@ -372,10 +315,10 @@ impl Context {
                     scope.spawn(|| -> Result<()> {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(rel) = todo.get(i) else {
+                            let Some((rel, entry)) = todo.get(i) else {
                                 return Ok(());
                             };
-                            self.hash_one(rel)?;
+                            self.hash_one(rel, entry)?;
                         }
                     })
                 })
@@ -388,7 +331,7 @@ impl Context {
         results.into_iter().collect()
     }
 
-    fn hash_one(&self, rel: &str) -> Result<()> {
+    fn hash_one(&self, rel: &str, entry: &Entry) -> Result<()> {
         let path = self.host_path(rel);
         let err = |error| BuildError::Context {
             path: path.clone(),
@@ -400,10 +343,8 @@ impl Context {
         let (_, digest, _) = w.finish();
         self.hashed.fetch_add(1, Ordering::Relaxed);
         self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
-        if let Some(e) = self.entries.get(rel)
-            && let Some(hash) = HexHash::parse(digest.digest().as_bytes())
-        {
-            let _ = e.hash.set(hash);
+        if let Some(hash) = HexHash::parse(digest.digest().as_bytes()) {
+            let _ = entry.hash.set(hash);
         }
         Ok(())
     }
@@ -419,8 +360,15 @@ impl Context {
     /// Whether `rel`'s content differs from what the last build of this context saw (new files
     /// count as changed).
     pub(crate) fn changed_since_last_build(&self, rel: &str) -> bool {
-        match (self.previous.entries.get(rel), self.hash(rel)) {
-            (Some((_, old)), Some(new)) => old.as_str() != new,
+        let Some(e) = self.entries.get(rel) else {
+            return false;
+        };
+        let old = e
+            .previous
+            .and_then(|i| self.previous.records().get(i))
+            .and_then(|r| self.previous.hash(r));
+        match (old, e.hash.get()) {
+            (Some(old), Some(new)) => old != *new,
             (None, Some(_)) => true,
             _ => false,
         }
@@ -429,43 +377,54 @@ impl Context {
     /// Paths the last build of this context had below `rel` (or at it) that are gone now.
     pub(crate) fn removed_since_last_build(&self, rel: &str) -> Vec<String> {
         let prefix = format!("{rel}/");
-        let mut out: Vec<String> = self
-            .previous
-            .entries
-            .keys()
+        self.previous
+            .records()
+            .iter()
+            .map(|r| self.previous.path(r))
             .filter(|p| {
                 (rel.is_empty() || *p == rel || p.starts_with(&prefix))
                     && !self.entries.contains_key(*p)
             })
-            .cloned()
-            .collect();
-        out.sort();
-        out
+            .map(str::to_string)
+            .collect()
     }
 
     /// The stat cache to remember after this build, or `None` when it would not change.
     pub(crate) fn updated_stat_cache(&self) -> Option<StatCache> {
+        let previous = &self.previous;
         // A file's fresh hash, else (not needed this time) what we knew: the stat check guards
         // its use.
-        let remembered = |rel: &String, e: &Entry| match e.hash.get() {
-            Some(hash) => Some((e.stat, *hash)),
-            None => self.previous.entries.get(rel).copied(),
+        let remembered = |e: &Entry| -> Option<(StatKey, HexHash)> {
+            match e.hash.get() {
+                Some(hash) => Some((e.stat, *hash)),
+                None => {
+                    let r = previous.records().get(e.previous?)?;
+                    Some((r.key, previous.hash(r)?))
+                }
+            }
         };
         let files = || self.entries.iter().filter(|(_, e)| e.kind == Kind::File);
-        // Unchanged (the usual rebuild) is checked without building the new cache.
+        // Unchanged (the usual rebuild) is checked without writing the new cache.
         let mut remembered_count = 0;
-        let same = files().all(|(rel, e)| match remembered(rel, e) {
-            Some(v) => {
+        let same = files().all(|(_, e)| match remembered(e) {
+            Some((key, hash)) => {
                 remembered_count += 1;
-                self.previous.entries.get(rel) == Some(&v)
+                e.previous
+                    .and_then(|i| previous.records().get(i))
+                    .is_some_and(|r| r.key == key && previous.hash(r) == Some(hash))
             }
             None => true,
-        }) && remembered_count == self.previous.entries.len();
-        (!same).then(|| StatCache {
-            entries: files()
-                .filter_map(|(rel, e)| Some((rel.clone(), remembered(rel, e)?)))
-                .collect(),
-        })
+        }) && remembered_count == previous.records().len();
+        if same {
+            return None;
+        }
+        let mut encoder = stat_cache::Encoder::new();
+        for (rel, e) in files() {
+            if let Some((key, hash)) = remembered(e) {
+                encoder.push(rel, &key, &hash);
+            }
+        }
+        Some(encoder.finish())
     }
 }
 
@@ -499,20 +458,41 @@ mod tests {
         assert_eq!(ctx.children(""), ["a", "top"]);
     }
 
+    /// Hashes the files `rels` of `ctx`, as a COPY selecting them does.
+    fn hash(ctx: &Context, rels: &[&str]) {
+        let files: Vec<(&str, &Entry)> = rels.iter().map(|r| (*r, ctx.entry(r).unwrap())).collect();
+        ctx.hash_files(&files, 2).unwrap();
+    }
+
+    /// (path, hash) of every record of `cache`.
+    fn records(cache: &StatCache) -> Vec<(String, String)> {
+        cache
+            .records()
+            .iter()
+            .map(|r| {
+                let hash = cache.hash(r).unwrap();
+                (cache.path(r).to_string(), hash.as_str().to_string())
+            })
+            .collect()
+    }
+
     #[test]
     fn stat_cache_round_trip_and_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(root.join("f"), "hello").unwrap();
         let ctx = Context::walk(root, &matcher(&[]), StatCache::default(), 2).unwrap();
-        ctx.hash_files(&["f"], 2).unwrap();
+        hash(&ctx, &["f"]);
         assert_eq!(ctx.hash_stats().0, 1);
         assert!(ctx.changed_since_last_build("f"));
-        let cache = StatCache::decode(&ctx.updated_stat_cache().unwrap().encode());
+        let cache = StatCache::decode(ctx.updated_stat_cache().unwrap().as_bytes().to_vec());
         let again = Context::walk(root, &matcher(&[]), cache, 2).unwrap();
-        again.hash_files(&["f"], 2).unwrap();
+        hash(&again, &["f"]);
         assert_eq!(again.hash_stats().0, 0, "the stat cache vouches for f");
-        assert_eq!(again.hash("f"), ctx.hash("f"));
+        assert_eq!(
+            again.entry("f").unwrap().content_hash(),
+            ctx.entry("f").unwrap().content_hash()
+        );
         assert!(!again.changed_since_last_build("f"));
         assert!(again.updated_stat_cache().is_none());
     }
@@ -521,36 +501,50 @@ mod tests {
     fn stat_cache_follows_changes_and_keeps_what_was_not_needed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["a", "b", "c"] {
+        for f in ["a", "b", "c", "e"] {
             fs::write(root.join(f), f).unwrap();
         }
-        let walk = |cache: StatCache| Context::walk(root, &matcher(&[]), cache, 2).unwrap();
-        let first = walk(StatCache::default());
-        first.hash_files(&["a", "b", "c"], 2).unwrap();
+        let walk =
+            |cache: &StatCache| Context::walk(root, &matcher(&[]), cache.clone(), 2).unwrap();
+        let first = walk(&StatCache::default());
+        hash(&first, &["a", "b", "c", "e"]);
         let cache = first.updated_stat_cache().unwrap();
-        assert_eq!(cache.entries.len(), 3);
+        let before = records(&cache);
+        assert_eq!(before.len(), 4);
 
         // Nothing read this time: what was known is kept, so nothing changes.
-        let idle = walk(cache.clone());
-        idle.hash_files(&["a"], 2).unwrap();
+        let idle = walk(&cache);
+        hash(&idle, &["a"]);
         assert!(idle.updated_stat_cache().is_none());
 
-        // b edited, c removed, d added: only what changed is rehashed, and remembered.
+        // b edited, c removed, d added, e edited but not needed: b and d are read and
+        // remembered, e keeps its old record (its stat key guards it).
         fs::write(root.join("b"), "b2").unwrap();
         fs::remove_file(root.join("c")).unwrap();
         fs::write(root.join("d"), "d").unwrap();
-        let next = walk(cache.clone());
-        next.hash_files(&["a", "b", "d"], 2).unwrap();
+        fs::write(root.join("e"), "e2").unwrap();
+        let next = walk(&cache);
+        hash(&next, &["a", "b", "d"]);
         assert_eq!(next.hash_stats().0, 2, "b and d are read, a is vouched for");
-        assert!(next.changed_since_last_build("b") && !next.changed_since_last_build("a"));
+        assert!(next.changed_since_last_build("b") && next.changed_since_last_build("d"));
+        assert!(!next.changed_since_last_build("a"));
         assert_eq!(next.removed_since_last_build(""), ["c"]);
-        let updated = StatCache::decode(&next.updated_stat_cache().unwrap().encode());
-        let mut paths: Vec<&String> = updated.entries.keys().collect();
-        paths.sort();
-        assert_eq!(paths, ["a", "b", "d"]);
-        assert_eq!(updated.entries["a"], cache.entries["a"]);
-        assert_eq!(updated.entries["b"].1.as_str(), next.hash("b").unwrap());
-        assert_ne!(updated.entries["b"], cache.entries["b"]);
+        assert!(next.removed_since_last_build("b").is_empty());
+        let after = records(&next.updated_stat_cache().unwrap());
+        let paths: Vec<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "d", "e"]);
+        assert_eq!(after[0], before[0]);
+        assert_eq!(after[1].1, next.entry("b").unwrap().content_hash().unwrap());
+        assert_ne!(after[1], before[1]);
+        assert_eq!(after[3], before[3]);
+
+        // e's old record is not trusted for e's new content.
+        let last = walk(&StatCache::decode(
+            next.updated_stat_cache().unwrap().as_bytes().to_vec(),
+        ));
+        hash(&last, &["e"]);
+        assert_eq!(last.hash_stats().0, 1);
+        assert!(last.changed_since_last_build("e"));
     }
 
     #[test]
@@ -560,14 +554,18 @@ mod tests {
         fs::write(root.join("a"), "a").unwrap();
         fs::write(root.join("b"), "b").unwrap();
         let ctx = Context::walk(root, &matcher(&[]), StatCache::default(), 1).unwrap();
-        ctx.hash_files(&["a", "b"], 1).unwrap();
-        let mut bytes = ctx.updated_stat_cache().unwrap().encode();
+        hash(&ctx, &["a", "b"]);
+        let mut bytes = ctx.updated_stat_cache().unwrap().as_bytes().to_vec();
         // The last byte of b's hash is no hex digit.
         let last = bytes.len() - 1;
         bytes[last] = b'!';
-        let decoded = StatCache::decode(&bytes);
-        assert_eq!(decoded.entries.len(), 1);
-        assert!(decoded.entries.contains_key("a"));
-        assert!(StatCache::decode(b"not a stat cache").entries.is_empty());
+        let decoded = records(&StatCache::decode(bytes));
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].0, "a");
+        assert!(
+            StatCache::decode(b"not a stat cache".to_vec())
+                .records()
+                .is_empty()
+        );
     }
 }

@@ -928,22 +928,23 @@ impl Planner<'_> {
                         || f.decide(below, e.kind == Kind::Dir) != crate::filter::Decision::Skip
                 })
             };
-        let mut files: Vec<String> = Vec::new();
+        let mut file_entries: Vec<(&str, &crate::context::Entry)> = Vec::new();
         for (_, _, resolved, filter) in &selected {
-            match ctx.entry(resolved).map(|e| e.kind) {
-                Some(Kind::File) => files.push(resolved.clone()),
-                Some(Kind::Dir) | None => files.extend(
+            match ctx.entry(resolved) {
+                Some(e) if e.kind == Kind::File => file_entries.push((resolved, e)),
+                Some(e) if e.kind != Kind::Dir => {}
+                _ => file_entries.extend(
                     ctx.below(resolved)
                         .filter(|(p, e)| {
                             e.kind == Kind::File && kept(resolved, p, e, filter.as_deref())
                         })
-                        .map(|(p, _)| p.clone()),
+                        .map(|(p, e)| (p.as_str(), e)),
                 ),
-                _ => {}
             }
         }
-        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-        ctx.hash_files(&refs, threads).map_err(|e| e.to_string())?;
+        ctx.hash_files(&file_entries, threads)
+            .map_err(|e| e.to_string())?;
+        let files: Vec<String> = file_entries.iter().map(|(p, _)| p.to_string()).collect();
         let mut lines = Vec::new();
         for (src, m, resolved, filter) in &selected {
             lines.push(format!("source {src} {m} {resolved}"));

@@ -219,6 +219,7 @@ impl Walker<'_> {
                 link,
                 stat: StatKey::of(&st),
                 hash: OnceLock::new(),
+                previous: None,
             };
             found.push(Found {
                 rel: child_rel,
