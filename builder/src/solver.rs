@@ -971,7 +971,17 @@ impl Planner<'_> {
                 }
             }
         }
-        let digest = strata_codec::sha256_digest(lines.join("\n").as_bytes()).to_string();
+        // The digest of the lines joined by newlines, without joining them.
+        use std::io::Write as _;
+        let mut hasher = strata_codec::HashingWriter::new(std::io::sink());
+        for (i, line) in lines.iter().enumerate() {
+            let newline: &[u8] = if i == 0 { b"" } else { b"\n" };
+            // Writing to a sink cannot fail.
+            let _ = hasher
+                .write_all(newline)
+                .and(hasher.write_all(line.as_bytes()));
+        }
+        let digest = hasher.finish().1.to_string();
         let roots = selected.into_iter().map(|(_, _, r, _)| r).collect();
         Ok((digest, files, roots, lines))
     }
