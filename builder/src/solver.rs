@@ -2017,6 +2017,7 @@ pub(crate) fn build(
     let pending = Mutex::new(Pending::default());
     let unpacking = Mutex::new(());
     let updates = Mutex::new(Updates::default());
+    let commits = layers::BlobCommits::default();
     let exec = Exec {
         b,
         req,
@@ -2033,6 +2034,7 @@ pub(crate) fn build(
             pending: &pending,
             unpacking: &unpacking,
             import: &b.import,
+            commits: &commits,
         },
         progress,
         updates: &updates,
@@ -2041,6 +2043,13 @@ pub(crate) fn build(
         executed: AtomicU64::new(0),
     };
     let results = exec.run_stages();
+    // Every layer blob this build wrote is in the store before anything reads or names it.
+    let committed = commits.wait();
+    let blobs_committed = committed.is_ok();
+    let results = match (results, committed) {
+        (Ok(_), Err(e)) => Err(e),
+        (results, _) => results,
+    };
     let executed = exec.executed.load(Ordering::Relaxed) as usize;
     // The final image's layers that only an imported cache has, unless they may stay there.
     let results = results.and_then(|r| {
@@ -2077,7 +2086,11 @@ pub(crate) fn build(
     }
     let pending = pending.into_inner().unwrap_or_else(|e| e.into_inner());
     // What succeeded is cached even when a later step failed.
-    let written = cache::write(&b.store, &updates, &pending);
+    let written = if blobs_committed {
+        cache::write(&b.store, &updates, &pending)
+    } else {
+        Ok(())
+    };
     let results = results?;
     written?;
 
