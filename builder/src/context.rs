@@ -5,16 +5,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use strata_codec::HashingWriter;
-use strata_frontend::dockerignore::{DirDecision, Matcher};
+use strata_frontend::dockerignore::Matcher;
 
 use crate::error::{BuildError, Result};
+
+mod stat_cache;
+mod walk;
+
+pub(crate) use stat_cache::StatCache;
 
 /// What kind of file an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,8 +76,44 @@ pub(crate) struct Entry {
     /// A symlink's target.
     pub link: Option<String>,
     stat: StatKey,
-    /// sha256 hex of a file's content, once read (or vouched for by the stat cache).
-    hash: OnceLock<String>,
+    /// sha256 of a file's content, once read (or vouched for by the stat cache).
+    hash: OnceLock<HexHash>,
+    /// A file's record in the stat cache of the last build, if it had one.
+    previous: Option<usize>,
+}
+
+impl Entry {
+    /// The content hash (lowercase sha256 hex) of a file, once [`Context::hash_files`] has it.
+    pub(crate) fn content_hash(&self) -> Option<&str> {
+        self.hash.get().map(HexHash::as_str)
+    }
+}
+
+/// A sha256 as 64 lowercase hex digits, kept inline: a context has one per file, and the stat
+/// cache as many again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HexHash([u8; 64]);
+
+impl HexHash {
+    /// `hex` when it is 64 lowercase hex digits.
+    fn parse(hex: &[u8]) -> Option<HexHash> {
+        let bytes: [u8; 64] = hex.try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(HexHash(bytes))
+    }
+
+    fn as_str(&self) -> &str {
+        // Only `parse` makes one, from ASCII digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for HexHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the stat cache compares: a file whose key is unchanged has unchanged content.
@@ -88,81 +127,16 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(m: &fs::Metadata) -> StatKey {
+    /// The key of `st`; `dev` as `std` reports it (`makedev` of the statx major and minor).
+    fn of(st: &rustix::fs::Statx) -> StatKey {
+        let ns = |t: &rustix::fs::StatxTimestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
         StatKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            size: st.stx_size,
+            mtime_ns: ns(&st.stx_mtime),
+            ctime_ns: ns(&st.stx_ctime),
         }
-    }
-}
-
-/// The remembered hashes of a context: relative path -> (stat key, sha256 hex).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct StatCache {
-    entries: HashMap<String, (StatKey, String)>,
-}
-
-const STAT_CACHE_MAGIC: &[u8] = b"strata-statcache-1\n";
-
-impl StatCache {
-    pub(crate) fn decode(bytes: &[u8]) -> StatCache {
-        let mut out = StatCache::default();
-        let Some(mut rest) = bytes.strip_prefix(STAT_CACHE_MAGIC) else {
-            return out;
-        };
-        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if rest.len() < n {
-                return None;
-            }
-            let (a, b) = rest.split_at(n);
-            *rest = b;
-            Some(a)
-        }
-        fn u64_of(rest: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
-        }
-        while !rest.is_empty() {
-            let parsed = (|| {
-                let len = u64_of(&mut rest)? as usize;
-                let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
-                let key = StatKey {
-                    dev: u64_of(&mut rest)?,
-                    ino: u64_of(&mut rest)?,
-                    size: u64_of(&mut rest)?,
-                    mtime_ns: u64_of(&mut rest)? as i64,
-                    ctime_ns: u64_of(&mut rest)? as i64,
-                };
-                let hash = std::str::from_utf8(take(&mut rest, 64)?).ok()?.to_string();
-                Some((path, key, hash))
-            })();
-            match parsed {
-                Some((path, key, hash)) => {
-                    out.entries.insert(path, (key, hash));
-                }
-                // A damaged record: what was read so far is still good; the rest is rehashed.
-                None => break,
-            }
-        }
-        out
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = STAT_CACHE_MAGIC.to_vec();
-        let mut paths: Vec<&String> = self.entries.keys().collect();
-        paths.sort();
-        for p in paths {
-            let (k, h) = &self.entries[p];
-            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            out.extend_from_slice(p.as_bytes());
-            for v in [k.dev, k.ino, k.size, k.mtime_ns as u64, k.ctime_ns as u64] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(h.as_bytes());
-        }
-        out
     }
 }
 
@@ -180,14 +154,6 @@ pub(crate) struct Context {
     hashed_bytes: AtomicU64,
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 impl Context {
     /// An empty context (`strata build -` with a Dockerfile on stdin).
     pub(crate) fn empty() -> Context {
@@ -202,10 +168,16 @@ impl Context {
         }
     }
 
-    /// Walks `root` once, leaving out what `matcher` excludes; excluded directories are never
-    /// read unless a `!` pattern may re-include something below them, and such a directory
-    /// stays only as the parent of what was re-included.
-    pub(crate) fn walk(root: &Path, matcher: &Matcher, previous: StatCache) -> Result<Context> {
+    /// Walks `root` once on `threads` threads, leaving out what `matcher` excludes; excluded
+    /// directories are never read unless a `!` pattern may re-include something below them, and
+    /// such a directory stays only as the parent of what was re-included.
+    pub(crate) fn walk(
+        root: &Path,
+        matcher: &Matcher,
+        previous: StatCache,
+        threads: usize,
+    ) -> Result<Context> {
+        let mut listings = walk::list_tree(root, matcher, threads)?;
         let mut ctx = Context {
             root: root.to_path_buf(),
             entries: BTreeMap::new(),
@@ -215,94 +187,66 @@ impl Context {
             hashed: AtomicUsize::new(0),
             hashed_bytes: AtomicU64::new(0),
         };
-        ctx.walk_dir("", root, matcher)?;
+        ctx.keep_dir(String::new(), &mut listings);
+        ctx.join_previous();
         Ok(ctx)
     }
 
-    /// Walks one directory; returns whether anything in it was kept.
-    fn walk_dir(&mut self, rel: &str, host: &Path, matcher: &Matcher) -> Result<bool> {
-        let err = |error| BuildError::Context {
-            path: host.to_path_buf(),
-            error,
-        };
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(host)
-            .map_err(err)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(err)?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut kept = Vec::new();
-        for name in names {
-            let Some(name_str) = name.to_str() else {
-                return Err(BuildError::Context {
-                    path: host.join(&name),
-                    error: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
-                });
-            };
-            let child_rel = join(rel, name_str);
-            let child_host = host.join(&name);
-            let meta = fs::symlink_metadata(&child_host).map_err(|error| BuildError::Context {
-                path: child_host.clone(),
-                error,
-            })?;
-            let kind = Kind::of(meta.file_type());
-            let pattern_err = |e: strata_frontend::Error| BuildError::Context {
-                path: root_file(&self.root),
-                error: io::Error::new(io::ErrorKind::InvalidInput, e.message().to_string()),
-            };
-            if kind == Kind::Dir {
-                match matcher.decide_dir(&child_rel).map_err(pattern_err)? {
-                    DirDecision::Include => {
-                        self.insert(&child_rel, kind, &meta, None);
-                        self.walk_dir(&child_rel, &child_host, matcher)?;
-                        kept.push(name_str.to_string());
-                    }
-                    DirDecision::ExcludeButDescend if may_reinclude(matcher, &child_rel) => {
-                        // BuildKit sends the directory even when nothing inside is re-included.
-                        let any = self.walk_dir(&child_rel, &child_host, matcher)?;
-                        self.insert(&child_rel, kind, &meta, None);
-                        if !any {
-                            self.hollow.insert(child_rel.clone());
-                        }
-                        kept.push(name_str.to_string());
-                    }
-                    DirDecision::Exclude | DirDecision::ExcludeButDescend => {}
-                }
+    /// Pairs each file with its record in the last build's stat cache (both are in path
+    /// order: one pass, no lookups); the record's hash is the file's when its (device, inode,
+    /// size, mtime, ctime) are unchanged.
+    fn join_previous(&mut self) {
+        let previous = &self.previous;
+        let mut records = previous.records().iter().enumerate().peekable();
+        for (rel, e) in &mut self.entries {
+            if e.kind != Kind::File {
                 continue;
             }
-            if kind == Kind::Socket || matcher.matches(&child_rel).map_err(pattern_err)? {
+            while records
+                .next_if(|(_, r)| previous.path(r) < rel.as_str())
+                .is_some()
+            {}
+            let Some((i, r)) = records.next_if(|(_, r)| previous.path(r) == rel.as_str()) else {
                 continue;
-            }
-            let link = if kind == Kind::Symlink {
-                let target = fs::read_link(&child_host).map_err(|error| BuildError::Context {
-                    path: child_host.clone(),
-                    error,
-                })?;
-                Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned())
-            } else {
-                None
             };
-            self.insert(&child_rel, kind, &meta, link);
-            kept.push(name_str.to_string());
+            e.previous = Some(i);
+            if r.key == e.stat
+                && let Some(hash) = previous.hash(r)
+            {
+                e.hash = OnceLock::from(hash);
+            }
         }
-        let any = !kept.is_empty();
-        self.children.insert(rel.to_string(), kept);
-        Ok(any)
     }
 
-    fn insert(&mut self, rel: &str, kind: Kind, meta: &fs::Metadata, link: Option<String>) {
-        self.entries.insert(
-            rel.to_string(),
-            Entry {
-                kind,
-                mode: meta.mode() & 0o7777,
-                rdev: meta.rdev(),
-                nlink: meta.nlink(),
-                link,
-                stat: StatKey::of(meta),
-                hash: OnceLock::new(),
-            },
-        );
+    /// Records what the walk found in directory `rel`, recursively; returns whether anything
+    /// in it was kept.
+    fn keep_dir(&mut self, rel: String, listings: &mut HashMap<String, Vec<walk::Found>>) -> bool {
+        let found = listings.remove(&rel).unwrap_or_default();
+        let mut kept = Vec::with_capacity(found.len());
+        for f in found {
+            let name = f.rel[f.rel.rfind('/').map_or(0, |i| i + 1)..].to_string();
+            match f.walk {
+                walk::Walk::Into => {
+                    self.entries.insert(f.rel.clone(), f.entry);
+                    self.keep_dir(f.rel, listings);
+                }
+                walk::Walk::IntoExcluded => {
+                    // BuildKit sends the directory even when nothing inside is re-included.
+                    let any = self.keep_dir(f.rel.clone(), listings);
+                    if !any {
+                        self.hollow.insert(f.rel.clone());
+                    }
+                    self.entries.insert(f.rel, f.entry);
+                }
+                walk::Walk::Leaf => {
+                    self.entries.insert(f.rel, f.entry);
+                }
+            }
+            kept.push(name);
+        }
+        let any = !kept.is_empty();
+        self.children.insert(rel, kept);
+        any
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -352,32 +296,13 @@ impl Context {
         }
     }
 
-    /// The content hash of file `rel` (hashed by [`Context::hash_files`] before).
-    pub(crate) fn hash(&self, rel: &str) -> Option<&str> {
-        self.entries.get(rel)?.hash.get().map(String::as_str)
-    }
-
-    /// Makes sure every regular file in `rels` has its hash: from the stat cache when its
-    /// (device, inode, size, mtime, ctime) are unchanged, else by reading it, on `threads` threads.
-    pub(crate) fn hash_files(&self, rels: &[&str], threads: usize) -> Result<()> {
-        let todo: Vec<&str> = rels
+    /// Makes sure every regular file of `files` (entries of this context) has its hash: the
+    /// stat cache vouched for the unchanged ones during the walk, the others are read, on
+    /// `threads` threads.
+    pub(crate) fn hash_files(&self, files: &[(&str, &Entry)], threads: usize) -> Result<()> {
+        let todo: Vec<&(&str, &Entry)> = files
             .iter()
-            .copied()
-            .filter(|r| {
-                let Some(e) = self.entries.get(*r) else {
-                    return false;
-                };
-                if e.kind != Kind::File || e.hash.get().is_some() {
-                    return false;
-                }
-                match self.previous.entries.get(*r) {
-                    Some((key, hash)) if *key == e.stat => {
-                        let _ = e.hash.set(hash.clone());
-                        false
-                    }
-                    _ => true,
-                }
-            })
+            .filter(|(_, e)| e.kind == Kind::File && e.hash.get().is_none())
             .collect();
         if todo.is_empty() {
             return Ok(());
@@ -390,10 +315,10 @@ impl Context {
                     scope.spawn(|| -> Result<()> {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(rel) = todo.get(i) else {
+                            let Some((rel, entry)) = todo.get(i) else {
                                 return Ok(());
                             };
-                            self.hash_one(rel)?;
+                            self.hash_one(rel, entry)?;
                         }
                     })
                 })
@@ -406,7 +331,7 @@ impl Context {
         results.into_iter().collect()
     }
 
-    fn hash_one(&self, rel: &str) -> Result<()> {
+    fn hash_one(&self, rel: &str, entry: &Entry) -> Result<()> {
         let path = self.host_path(rel);
         let err = |error| BuildError::Context {
             path: path.clone(),
@@ -418,8 +343,8 @@ impl Context {
         let (_, digest, _) = w.finish();
         self.hashed.fetch_add(1, Ordering::Relaxed);
         self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
-        if let Some(e) = self.entries.get(rel) {
-            let _ = e.hash.set(digest.digest().to_string());
+        if let Some(hash) = HexHash::parse(digest.digest().as_bytes()) {
+            let _ = entry.hash.set(hash);
         }
         Ok(())
     }
@@ -435,8 +360,15 @@ impl Context {
     /// Whether `rel`'s content differs from what the last build of this context saw (new files
     /// count as changed).
     pub(crate) fn changed_since_last_build(&self, rel: &str) -> bool {
-        match (self.previous.entries.get(rel), self.hash(rel)) {
-            (Some((_, old)), Some(new)) => old != new,
+        let Some(e) = self.entries.get(rel) else {
+            return false;
+        };
+        let old = e
+            .previous
+            .and_then(|i| self.previous.records().get(i))
+            .and_then(|r| self.previous.hash(r));
+        match (old, e.hash.get()) {
+            (Some(old), Some(new)) => old != *new,
             (None, Some(_)) => true,
             _ => false,
         }
@@ -445,55 +377,55 @@ impl Context {
     /// Paths the last build of this context had below `rel` (or at it) that are gone now.
     pub(crate) fn removed_since_last_build(&self, rel: &str) -> Vec<String> {
         let prefix = format!("{rel}/");
-        let mut out: Vec<String> = self
-            .previous
-            .entries
-            .keys()
+        self.previous
+            .records()
+            .iter()
+            .map(|r| self.previous.path(r))
             .filter(|p| {
                 (rel.is_empty() || *p == rel || p.starts_with(&prefix))
                     && !self.entries.contains_key(*p)
             })
-            .cloned()
-            .collect();
-        out.sort();
-        out
+            .map(str::to_string)
+            .collect()
     }
 
     /// The stat cache to remember after this build, or `None` when it would not change.
     pub(crate) fn updated_stat_cache(&self) -> Option<StatCache> {
-        let mut next = StatCache::default();
-        for (rel, e) in &self.entries {
-            if e.kind != Kind::File {
-                continue;
+        let previous = &self.previous;
+        // A file's fresh hash, else (not needed this time) what we knew: the stat check guards
+        // its use.
+        let remembered = |e: &Entry| -> Option<(StatKey, HexHash)> {
+            match e.hash.get() {
+                Some(hash) => Some((e.stat, *hash)),
+                None => {
+                    let r = previous.records().get(e.previous?)?;
+                    Some((r.key, previous.hash(r)?))
+                }
             }
-            if let Some(h) = e.hash.get() {
-                next.entries.insert(rel.clone(), (e.stat, h.clone()));
-            } else if let Some(old) = self.previous.entries.get(rel) {
-                // Not needed this time: keep what we knew; the stat check guards its use.
-                next.entries.insert(rel.clone(), old.clone());
+        };
+        let files = || self.entries.iter().filter(|(_, e)| e.kind == Kind::File);
+        // Unchanged (the usual rebuild) is checked without writing the new cache.
+        let mut remembered_count = 0;
+        let same = files().all(|(_, e)| match remembered(e) {
+            Some((key, hash)) => {
+                remembered_count += 1;
+                e.previous
+                    .and_then(|i| previous.records().get(i))
+                    .is_some_and(|r| r.key == key && previous.hash(r) == Some(hash))
+            }
+            None => true,
+        }) && remembered_count == previous.records().len();
+        if same {
+            return None;
+        }
+        let mut encoder = stat_cache::Encoder::new();
+        for (rel, e) in files() {
+            if let Some((key, hash)) = remembered(e) {
+                encoder.push(rel, &key, &hash);
             }
         }
-        let same = next.entries.len() == self.previous.entries.len()
-            && next
-                .entries
-                .iter()
-                .all(|(k, v)| self.previous.entries.get(k) == Some(v));
-        (!same).then_some(next)
+        Some(encoder.finish())
     }
-}
-
-/// fsutil's walker enters an excluded directory only when some `!` pattern starts with the
-/// directory's path, literally (`!*/x` does not re-include `d/x`): what BuildKit sends.
-fn may_reinclude(matcher: &Matcher, dir: &str) -> bool {
-    let dir_slash = format!("{dir}/");
-    matcher
-        .patterns()
-        .iter()
-        .any(|p| p.is_exclusion() && format!("{}/", p.as_str()).starts_with(&dir_slash))
-}
-
-fn root_file(root: &Path) -> PathBuf {
-    root.join(".dockerignore")
 }
 
 #[cfg(test)]
@@ -518,6 +450,7 @@ mod tests {
             root,
             &matcher(&["a", "!a/b/keep.txt", "skip"]),
             StatCache::default(),
+            2,
         )
         .unwrap();
         let paths: Vec<&String> = ctx.entries.keys().collect();
@@ -525,21 +458,114 @@ mod tests {
         assert_eq!(ctx.children(""), ["a", "top"]);
     }
 
+    /// Hashes the files `rels` of `ctx`, as a COPY selecting them does.
+    fn hash(ctx: &Context, rels: &[&str]) {
+        let files: Vec<(&str, &Entry)> = rels.iter().map(|r| (*r, ctx.entry(r).unwrap())).collect();
+        ctx.hash_files(&files, 2).unwrap();
+    }
+
+    /// (path, hash) of every record of `cache`.
+    fn records(cache: &StatCache) -> Vec<(String, String)> {
+        cache
+            .records()
+            .iter()
+            .map(|r| {
+                let hash = cache.hash(r).unwrap();
+                (cache.path(r).to_string(), hash.as_str().to_string())
+            })
+            .collect()
+    }
+
     #[test]
     fn stat_cache_round_trip_and_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         fs::write(root.join("f"), "hello").unwrap();
-        let ctx = Context::walk(root, &matcher(&[]), StatCache::default()).unwrap();
-        ctx.hash_files(&["f"], 2).unwrap();
+        let ctx = Context::walk(root, &matcher(&[]), StatCache::default(), 2).unwrap();
+        hash(&ctx, &["f"]);
         assert_eq!(ctx.hash_stats().0, 1);
         assert!(ctx.changed_since_last_build("f"));
-        let cache = StatCache::decode(&ctx.updated_stat_cache().unwrap().encode());
-        let again = Context::walk(root, &matcher(&[]), cache).unwrap();
-        again.hash_files(&["f"], 2).unwrap();
+        let cache = StatCache::decode(ctx.updated_stat_cache().unwrap().as_bytes().to_vec());
+        let again = Context::walk(root, &matcher(&[]), cache, 2).unwrap();
+        hash(&again, &["f"]);
         assert_eq!(again.hash_stats().0, 0, "the stat cache vouches for f");
-        assert_eq!(again.hash("f"), ctx.hash("f"));
+        assert_eq!(
+            again.entry("f").unwrap().content_hash(),
+            ctx.entry("f").unwrap().content_hash()
+        );
         assert!(!again.changed_since_last_build("f"));
         assert!(again.updated_stat_cache().is_none());
+    }
+
+    #[test]
+    fn stat_cache_follows_changes_and_keeps_what_was_not_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["a", "b", "c", "e"] {
+            fs::write(root.join(f), f).unwrap();
+        }
+        let walk =
+            |cache: &StatCache| Context::walk(root, &matcher(&[]), cache.clone(), 2).unwrap();
+        let first = walk(&StatCache::default());
+        hash(&first, &["a", "b", "c", "e"]);
+        let cache = first.updated_stat_cache().unwrap();
+        let before = records(&cache);
+        assert_eq!(before.len(), 4);
+
+        // Nothing read this time: what was known is kept, so nothing changes.
+        let idle = walk(&cache);
+        hash(&idle, &["a"]);
+        assert!(idle.updated_stat_cache().is_none());
+
+        // b edited, c removed, d added, e edited but not needed: b and d are read and
+        // remembered, e keeps its old record (its stat key guards it).
+        fs::write(root.join("b"), "b2").unwrap();
+        fs::remove_file(root.join("c")).unwrap();
+        fs::write(root.join("d"), "d").unwrap();
+        fs::write(root.join("e"), "e2").unwrap();
+        let next = walk(&cache);
+        hash(&next, &["a", "b", "d"]);
+        assert_eq!(next.hash_stats().0, 2, "b and d are read, a is vouched for");
+        assert!(next.changed_since_last_build("b") && next.changed_since_last_build("d"));
+        assert!(!next.changed_since_last_build("a"));
+        assert_eq!(next.removed_since_last_build(""), ["c"]);
+        assert!(next.removed_since_last_build("b").is_empty());
+        let after = records(&next.updated_stat_cache().unwrap());
+        let paths: Vec<&str> = after.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "d", "e"]);
+        assert_eq!(after[0], before[0]);
+        assert_eq!(after[1].1, next.entry("b").unwrap().content_hash().unwrap());
+        assert_ne!(after[1], before[1]);
+        assert_eq!(after[3], before[3]);
+
+        // e's old record is not trusted for e's new content.
+        let last = walk(&StatCache::decode(
+            next.updated_stat_cache().unwrap().as_bytes().to_vec(),
+        ));
+        hash(&last, &["e"]);
+        assert_eq!(last.hash_stats().0, 1);
+        assert!(last.changed_since_last_build("e"));
+    }
+
+    #[test]
+    fn damaged_stat_cache_keeps_the_records_before_the_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a"), "a").unwrap();
+        fs::write(root.join("b"), "b").unwrap();
+        let ctx = Context::walk(root, &matcher(&[]), StatCache::default(), 1).unwrap();
+        hash(&ctx, &["a", "b"]);
+        let mut bytes = ctx.updated_stat_cache().unwrap().as_bytes().to_vec();
+        // The last byte of b's hash is no hex digit.
+        let last = bytes.len() - 1;
+        bytes[last] = b'!';
+        let decoded = records(&StatCache::decode(bytes));
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].0, "a");
+        assert!(
+            StatCache::decode(b"not a stat cache".to_vec())
+                .records()
+                .is_empty()
+        );
     }
 }

@@ -8,10 +8,11 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use strata_snapshotter::{LayerOptions, Snapshotter, chain_ids, chain_snapshot_id};
-use strata_store::{Digest, Image, LayerRecord, Lease, SnapshotHolder, Store};
+use strata_store::{BlobWriter, Digest, Image, LayerRecord, Lease, SnapshotHolder, Store};
 
 use crate::error::{BuildError, Result};
 
@@ -90,6 +91,62 @@ pub(crate) struct Pending {
     pub layers: Vec<LayerRecord>,
 }
 
+/// Layer blobs being committed (fsync, rename into place, fsync of the directory) on background
+/// threads, so a step's layer becomes durable while the next step runs instead of before it
+/// starts. Nothing needs the blob file during the build (the step's snapshot is committed at
+/// once, and its digest is known from the writing), and [`BlobCommits::wait`] runs before
+/// anything naming a blob (cache records, GC holds, the image) is written: the store's order,
+/// blob durable before any reference to it, is kept.
+#[derive(Default)]
+pub(crate) struct BlobCommits {
+    running: Mutex<
+        Vec<(
+            Digest,
+            JoinHandle<strata_store::Result<strata_store::BlobInfo>>,
+        )>,
+    >,
+}
+
+impl BlobCommits {
+    fn start(&self, writer: BlobWriter, digest: Digest) -> Result<()> {
+        let handle = std::thread::Builder::new()
+            .name("blob-commit".into())
+            .spawn(move || writer.commit())
+            .map_err(|e| {
+                BuildError::Store(strata_store::StoreError::Io {
+                    context: "starting a blob commit".into(),
+                    source: e,
+                })
+            })?;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.push((digest, handle));
+        Ok(())
+    }
+
+    /// Waits for every commit started so far; the first that failed is the error.
+    pub(crate) fn wait(&self) -> Result<()> {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first_error = None;
+        for (digest, handle) in running {
+            let outcome = match handle.join() {
+                Ok(Ok(info)) if info.digest == digest => Ok(()),
+                Ok(Ok(info)) => Err(BuildError::Store(strata_store::StoreError::Invalid(
+                    format!(
+                        "layer blob written as {digest} was committed as {}",
+                        info.digest
+                    ),
+                ))),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(BuildError::Cancelled),
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
 static ACTIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Prefix of the ids of snapshots a step is writing (`build-<pid>-<n>`).
@@ -134,6 +191,8 @@ pub(crate) struct LayerStore<'a> {
     pub unpacking: &'a Mutex<()>,
     /// Where layers of imported cache hits are fetched from when their files are needed.
     pub import: &'a crate::remote_cache::CacheImport,
+    /// The commits of the layer blobs this build wrote.
+    pub commits: &'a BlobCommits,
 }
 
 impl LayerStore<'_> {
@@ -157,6 +216,8 @@ impl LayerStore<'_> {
                 break;
             }
         }
+        // A layer this build wrote may still be on its way into the store.
+        self.commits.wait()?;
         for n in have + 1..=layers.len() {
             let layer = &layers[n - 1];
             let id = snapshot_id(&layers[..n]).unwrap_or_default();
@@ -191,13 +252,18 @@ impl LayerStore<'_> {
     }
 
     /// Writes active snapshot `active` (on top of `parent_layers`) as a layer blob, then commits
-    /// it as the snapshot of the new stack. Returns the new layer.
+    /// it as the snapshot of the new stack. Returns the new layer; its blob is committed in the
+    /// background ([`BlobCommits`]).
     pub fn commit_active(&self, active: &str, parent_layers: &[Layer]) -> Result<Layer> {
         let mut writer = self.store.blob_writer(self.lease)?;
         let desc = self
             .snapshotter
             .write_layer(active, &self.options, &mut writer)?;
-        let info = writer.commit()?;
+        let info = strata_store::BlobInfo {
+            digest: desc.digest.clone(),
+            size: desc.size,
+        };
+        self.commits.start(writer, desc.digest.clone())?;
         let media_type = desc
             .compression
             .oci_layer_media_type()

@@ -928,22 +928,23 @@ impl Planner<'_> {
                         || f.decide(below, e.kind == Kind::Dir) != crate::filter::Decision::Skip
                 })
             };
-        let mut files: Vec<String> = Vec::new();
+        let mut file_entries: Vec<(&str, &crate::context::Entry)> = Vec::new();
         for (_, _, resolved, filter) in &selected {
-            match ctx.entry(resolved).map(|e| e.kind) {
-                Some(Kind::File) => files.push(resolved.clone()),
-                Some(Kind::Dir) | None => files.extend(
+            match ctx.entry(resolved) {
+                Some(e) if e.kind == Kind::File => file_entries.push((resolved, e)),
+                Some(e) if e.kind != Kind::Dir => {}
+                _ => file_entries.extend(
                     ctx.below(resolved)
                         .filter(|(p, e)| {
                             e.kind == Kind::File && kept(resolved, p, e, filter.as_deref())
                         })
-                        .map(|(p, _)| p.clone()),
+                        .map(|(p, e)| (p.as_str(), e)),
                 ),
-                _ => {}
             }
         }
-        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-        ctx.hash_files(&refs, threads).map_err(|e| e.to_string())?;
+        ctx.hash_files(&file_entries, threads)
+            .map_err(|e| e.to_string())?;
+        let files: Vec<String> = file_entries.iter().map(|(p, _)| p.to_string()).collect();
         let mut lines = Vec::new();
         for (src, m, resolved, filter) in &selected {
             lines.push(format!("source {src} {m} {resolved}"));
@@ -952,7 +953,7 @@ impl Planner<'_> {
                     "{p}\t{}\t{:o}\t{}\t{}\t{}",
                     e.kind.name(),
                     e.mode,
-                    ctx.hash(p).unwrap_or(""),
+                    e.content_hash().unwrap_or(""),
                     e.link.as_deref().unwrap_or(""),
                     if matches!(e.kind, Kind::Char | Kind::Block) {
                         e.rdev
@@ -970,7 +971,17 @@ impl Planner<'_> {
                 }
             }
         }
-        let digest = strata_codec::sha256_digest(lines.join("\n").as_bytes()).to_string();
+        // The digest of the lines joined by newlines, without joining them.
+        use std::io::Write as _;
+        let mut hasher = strata_codec::HashingWriter::new(std::io::sink());
+        for (i, line) in lines.iter().enumerate() {
+            let newline: &[u8] = if i == 0 { b"" } else { b"\n" };
+            // Writing to a sink cannot fail.
+            let _ = hasher
+                .write_all(newline)
+                .and(hasher.write_all(line.as_bytes()));
+        }
+        let digest = hasher.finish().1.to_string();
         let roots = selected.into_iter().map(|(_, _, r, _)| r).collect();
         Ok((digest, files, roots, lines))
     }
@@ -1062,7 +1073,7 @@ fn load_context(b: &Builder, req: &BuildRequest) -> Result<Context> {
     }
     let matcher = Matcher::new(&patterns)?;
     let previous = cache::read_stat_cache(&b.store, &root.to_string_lossy())?;
-    Context::walk(&root, &matcher, previous)
+    Context::walk(&root, &matcher, previous, b.jobs.max(2))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1080,13 +1091,16 @@ fn lookup_and_explain(
         .iter()
         .flat_map(|s| s.steps.iter().map(|p| p.key.clone()))
         .collect();
-    let identities: Vec<String> = planned
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let id_refs: Vec<(&str, &str)> = planned
         .stages
         .iter()
-        .flat_map(|s| s.steps.iter().map(|p| p.identity.clone()))
+        .flat_map(|s| {
+            s.steps
+                .iter()
+                .map(|p| (p.identity.as_str(), p.key.as_str()))
+        })
         .collect();
-    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let id_refs: Vec<&str> = identities.iter().map(String::as_str).collect();
     let Lookup { results, steps } = cache::lookup(&b.store, &key_refs, &id_refs)?;
     // Which step made each key in this build: for "the step before it changed".
     let mut made_by: HashMap<String, (usize, String)> = HashMap::new();
@@ -2003,6 +2017,7 @@ pub(crate) fn build(
     let pending = Mutex::new(Pending::default());
     let unpacking = Mutex::new(());
     let updates = Mutex::new(Updates::default());
+    let commits = layers::BlobCommits::default();
     let exec = Exec {
         b,
         req,
@@ -2019,6 +2034,7 @@ pub(crate) fn build(
             pending: &pending,
             unpacking: &unpacking,
             import: &b.import,
+            commits: &commits,
         },
         progress,
         updates: &updates,
@@ -2027,6 +2043,13 @@ pub(crate) fn build(
         executed: AtomicU64::new(0),
     };
     let results = exec.run_stages();
+    // Every layer blob this build wrote is in the store before anything reads or names it.
+    let committed = commits.wait();
+    let blobs_committed = committed.is_ok();
+    let results = match (results, committed) {
+        (Ok(_), Err(e)) => Err(e),
+        (results, _) => results,
+    };
     let executed = exec.executed.load(Ordering::Relaxed) as usize;
     // The final image's layers that only an imported cache has, unless they may stay there.
     let results = results.and_then(|r| {
@@ -2063,7 +2086,11 @@ pub(crate) fn build(
     }
     let pending = pending.into_inner().unwrap_or_else(|e| e.into_inner());
     // What succeeded is cached even when a later step failed.
-    let written = cache::write(&b.store, &updates, &pending);
+    let written = if blobs_committed {
+        cache::write(&b.store, &updates, &pending)
+    } else {
+        Ok(())
+    };
     let results = results?;
     written?;
 

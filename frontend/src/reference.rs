@@ -23,7 +23,8 @@ fn reference_regex() -> &'static Regex {
         let host = format!("(?:{domain_name}|{ipv6})");
         let domain = format!("{host}(?::[0-9]+)?");
         let name = format!("(?:{domain}/)?{path_component}(?:/{path_component})*");
-        let tag = r"[\w][\w.-]{0,127}";
+        // Go's `\w` is ASCII; the `regex` crate's Unicode one is wrong here and slow to compile.
+        let tag = "[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
         let digest = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
         let pattern = format!("^({name})(?::{tag})?(?:@({digest}))?$");
         Regex::new(&pattern).unwrap_or_else(|e| unreachable!("reference grammar: {e}"))
@@ -112,6 +113,7 @@ mod tests {
             "busy box",
             "alpine@sha256:00",
             "-alpine",
+            "busybox:caf\u{e9}",
         ] {
             assert!(!is_normalized_named(bad), "{bad}");
         }

@@ -71,7 +71,9 @@ mod grammar {
     pub const SEPARATOR: &str = "(?:[._]|__|[-]+)";
     pub const DOMAIN_NAME_COMPONENT: &str = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
     pub const OPTIONAL_PORT: &str = "(?::[0-9]+)?";
-    pub const TAG: &str = r"[\w][\w.-]{0,127}";
+    /// Go's `\w` is ASCII (`[0-9A-Za-z_]`); the `regex` crate's is Unicode, which would accept
+    /// tags upstream refuses and takes ~60 ms to compile with the `{0,127}` repetition.
+    pub const TAG: &str = "[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}";
     pub const DIGEST: &str =
         "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}";
     pub const IPV6: &str = r"\[(?:[a-fA-F0-9:]+)\]";
@@ -598,6 +600,9 @@ mod tests {
         assert!(parse_normalized_named("-foo").is_err());
         assert!(parse_normalized_named("Busybox").is_err());
         assert!(with_name("busybox").unwrap().with_tag("-foo").is_err());
+        // Go's `\w` is ASCII only.
+        assert!(with_name("busybox").unwrap().with_tag("caf\u{e9}").is_err());
+        assert!(parse_normalized_named("busybox:\u{e9}t\u{e9}").is_err());
         assert!(with_name("busybox").unwrap().with_digest("foo").is_err());
         assert_eq!(Reference::parse("").unwrap_err(), ReferenceError::NameEmpty);
     }
