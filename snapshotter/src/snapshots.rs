@@ -195,7 +195,14 @@ impl Snapshotter {
         };
         let snapshotter = Snapshotter::with_driver(root, driver)?;
         if recorded != Some(driver) {
-            let tmp = snapshotter.root.join("tmp").join(DRIVER_FILE);
+            // A name of its own: processes opening a new root at once each write and rename
+            // theirs (the renames replace one another atomically, with the same probed driver).
+            // Named like `temp_dir`'s, so `cleanup` leaves it alone while this process lives.
+            let tmp = snapshotter.root.join("tmp").join(format!(
+                "{}-{}-{DRIVER_FILE}",
+                std::process::id(),
+                UNIQUE.fetch_add(1, Ordering::Relaxed)
+            ));
             fs::write(&tmp, driver.as_str()).map_err(io_err("writing", &tmp))?;
             fs::rename(&tmp, &recorded_path).map_err(io_err("renaming to", &recorded_path))?;
         }

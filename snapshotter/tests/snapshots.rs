@@ -408,3 +408,27 @@ fn forced_driver_child() {
         },
     }
 }
+
+#[test]
+fn many_opening_a_new_root_at_once_all_succeed() {
+    // Every opener of a new root records the driver; they used to share one temporary file, and
+    // whoever renamed it second failed ("renaming to .../driver: No such file or directory").
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..10 {
+        let root = tmp.path().join(format!("root{round}"));
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let sn = Snapshotter::open(&root).unwrap();
+                    assert_eq!(sn.driver(), Driver::Overlay);
+                });
+            }
+        });
+        assert_eq!(
+            std::fs::read_to_string(root.join("driver")).unwrap(),
+            "overlay"
+        );
+    }
+}
