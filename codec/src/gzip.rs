@@ -174,7 +174,8 @@ impl Shared {
     }
 }
 
-/// Worker threads that deflate blocks, started on the first full block.
+/// Worker threads that deflate blocks, started on the first full block (a stream that is one
+/// block is deflated on the writing thread).
 struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -303,6 +304,12 @@ impl<W: Write> GzipEncoder<W> {
         match &mut self.engine {
             Engine::Inline(compress) => {
                 let block = deflate_block(compress, &dict, &data, last)?;
+                write_block(&mut self.inner, &mut self.crc, block)
+            }
+            // The whole stream is one block (a small layer): not worth starting threads for.
+            Engine::Parallel { pool: None, .. } if last => {
+                let mut compress = Compress::new(self.level, false);
+                let block = deflate_block(&mut compress, &dict, &data, last)?;
                 write_block(&mut self.inner, &mut self.crc, block)
             }
             Engine::Parallel {
