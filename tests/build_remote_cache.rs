@@ -108,6 +108,15 @@ fn own_layers(root: &Root, image: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Builds `context` as `tag` on a fresh machine with `--cache-from cache_from`: nothing may run,
+/// and the image's output must be `expected_output`.
+fn fresh_machine_runs_nothing(context: &Path, tag: &str, cache_from: &str, expected_output: &str) {
+    let fresh = machine();
+    let ev = build(&fresh, context, &["-t", tag, "--cache-from", cache_from]);
+    assert_eq!(started(&ev), Vec::<String>::new(), "{ev:?}");
+    assert_eq!(output_of(&fresh, tag), expected_output);
+}
+
 fn output_of(root: &Root, image: &str) -> String {
     let (code, stdout, stderr) = build_support::run_image(
         root,
@@ -310,19 +319,12 @@ fn local_directory_cache_round_trips() {
         "application/vnd.strata.build-cache.v1+json"
     );
 
-    let second = machine();
-    let ev = build(
-        &second,
+    fresh_machine_runs_nothing(
         ctx.path(),
-        &[
-            "-t",
-            "app:v1",
-            "--cache-from",
-            &format!("type=local,src={}", cache_dir.display()),
-        ],
+        "app:v1",
+        &format!("type=local,src={}", cache_dir.display()),
+        &output_of(&first, "app:v1"),
     );
-    assert_eq!(started(&ev), Vec::<String>::new(), "{ev:?}");
-    assert_eq!(output_of(&second, "app:v1"), output_of(&first, "app:v1"));
 }
 
 #[test]
@@ -364,19 +366,12 @@ fn local_cache_exported_as_zstd_round_trips() {
         assert_eq!(bytes.len() as u64, layer["size"].as_u64().unwrap());
     }
 
-    let second = machine();
-    let ev = build(
-        &second,
+    fresh_machine_runs_nothing(
         ctx.path(),
-        &[
-            "-t",
-            "app:v1",
-            "--cache-from",
-            &format!("type=local,src={}", cache_dir.display()),
-        ],
+        "app:v1",
+        &format!("type=local,src={}", cache_dir.display()),
+        &output_of(&first, "app:v1"),
     );
-    assert_eq!(started(&ev), Vec::<String>::new(), "{ev:?}");
-    assert_eq!(output_of(&second, "app:v1"), output_of(&first, "app:v1"));
 }
 
 #[test]
@@ -399,14 +394,7 @@ fn inline_cache_in_a_pushed_image() {
     );
     assert_eq!(started(&ev).len(), 2);
 
-    let second = machine();
-    let ev = build(
-        &second,
-        ctx.path(),
-        &["-t", "local:v1", "--cache-from", &image],
-    );
-    assert_eq!(started(&ev), Vec::<String>::new(), "{ev:?}");
-    assert_eq!(output_of(&second, "local:v1"), "inline\nok\n");
+    fresh_machine_runs_nothing(ctx.path(), "local:v1", &image, "inline\nok\n");
 }
 
 #[test]
