@@ -37,11 +37,7 @@ export DOCKER_HOST=unix://$sock DOCKER_BUILDKIT=1
 [ -d "$data/scen" ] || bash "$make_scenarios" "$data/scen" >/dev/null
 if [ ! -f "$data/busybox.tar" ]; then
   base=$(mktemp -d)
-  mkdir -p "$base/bin" "$base/etc" "$base/tmp" "$base/root"
-  cp /bin/busybox "$base/bin/"
-  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$base/bin/$a"; done
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$base/etc/passwd"
-  echo 'root:x:0:' >"$base/etc/group"
+  "$repo/bench/busybox-rootfs.sh" "$base"
   tar -C "$base" -cf "$data/busybox.tar" .
   rm -rf "$base"
 fi

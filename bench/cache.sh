@@ -30,11 +30,7 @@ export DOCKER_HOST=unix://$sock DOCKER_BUILDKIT=1
 
 # The base image, as bench/build.sh makes it.
 base=$(mktemp -d)
-mkdir -p "$base/bin" "$base/etc" "$base/tmp" "$base/root"
-cp /bin/busybox "$base/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$base/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$base/etc/passwd"
-echo 'root:x:0:' >"$base/etc/group"
+"$repo/bench/busybox-rootfs.sh" "$base"
 tar -C "$base" -cf "$data/busybox.tar" .
 rm -rf "$base"
 

@@ -10,13 +10,7 @@ strata="$repo/target/release/strata"
 
 work=$(mktemp -d /tmp/strata-bench-runtime.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$work/rootfs/etc/passwd"
-echo 'root:x:0:' > "$work/rootfs/etc/group"
+"$repo/bench/busybox-rootfs.sh" "$work/rootfs"
 "$strata" debug runtime-spec --rootfs "$work/rootfs" -- /bin/true > "$work/config.json"
 
 # crun refuses cgroup v1 hybrid layouts; show whether it still does on this machine.
