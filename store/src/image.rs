@@ -91,21 +91,12 @@ impl Store {
         layers: &[Descriptor],
         names: &[Reference],
     ) -> Result<Image> {
-        let config_bytes = canonical_json(config)?;
-        let parsed: ImageConfiguration = crate::content::parse_json(&config_bytes, "image config")?;
-        if parsed.rootfs().diff_ids().len() != layers.len() {
-            return Err(invalid(format!(
-                "config lists {} diff_ids but the image has {} layers",
-                parsed.rootfs().diff_ids().len(),
-                layers.len()
-            )));
-        }
         for l in layers {
             if !self.has_blob(l.digest()) {
                 return Err(StoreError::BlobNotFound(l.digest().to_string()));
             }
         }
-        self.write_image(lease, &config_bytes, layers, names)
+        self.write_image(lease, &canonical_json(config)?, layers, names)
     }
 
     /// [`Store::create_image`] for an image whose layers need not be in the store: they live
@@ -128,6 +119,14 @@ impl Store {
         layers: &[Descriptor],
         names: &[Reference],
     ) -> Result<Image> {
+        let parsed: ImageConfiguration = crate::content::parse_json(config_bytes, "image config")?;
+        if parsed.rootfs().diff_ids().len() != layers.len() {
+            return Err(invalid(format!(
+                "config lists {} diff_ids but the image has {} layers",
+                parsed.rootfs().diff_ids().len(),
+                layers.len()
+            )));
+        }
         let config_desc = self
             .put_blob(lease, config_bytes)?
             .descriptor(MediaType::ImageConfig);
