@@ -134,14 +134,13 @@ fn flat_histogram(data: &[u8]) -> bool {
 /// Every block of this encoder starts on a byte boundary (the one before ended with a sync
 /// flush), where a stored block's header is one byte.
 fn stored(data: &[u8], last: bool) -> Vec<u8> {
+    if data.is_empty() {
+        return vec![u8::from(last), 0x00, 0x00, 0xff, 0xff];
+    }
     let max = usize::from(u16::MAX);
-    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / max + 1));
-    let count = data.len().div_ceil(max).max(1);
-    for (i, chunk) in data
-        .chunks(max)
-        .chain(data.is_empty().then_some(&[][..]))
-        .enumerate()
-    {
+    let count = data.len().div_ceil(max);
+    let mut out = Vec::with_capacity(data.len() + 5 * count);
+    for (i, chunk) in data.chunks(max).enumerate() {
         out.push(u8::from(last && i + 1 == count));
         let len = chunk.len() as u16;
         out.extend_from_slice(&len.to_le_bytes());
