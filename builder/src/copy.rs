@@ -308,69 +308,6 @@ fn unpack(
     Ok(())
 }
 
-/// Makes `dst` (an existing, empty directory) a copy of the tree `src` that shares its files:
-/// directories, symlinks and special files (overlay whiteouts included) are recreated with their
-/// owners, modes, times and every extended attribute; regular files are hard-linked. For
-/// read-only trees only (committed snapshots), as nothing may write to a shared file.
-pub(crate) fn clone_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let (s, d) = (entry.path(), dst.join(entry.file_name()));
-        let meta = fs::symlink_metadata(&s)?;
-        let kind = Kind::of(meta.file_type());
-        match kind {
-            Kind::File => {
-                fs::hard_link(&s, &d)?;
-                continue;
-            }
-            Kind::Dir => {
-                fs::create_dir(&d)?;
-                clone_tree(&s, &d)?;
-            }
-            Kind::Symlink => std::os::unix::fs::symlink(fs::read_link(&s)?, &d)?,
-            Kind::Fifo | Kind::Char | Kind::Block => {
-                let ft = match kind {
-                    Kind::Fifo => FileType::Fifo,
-                    Kind::Char => FileType::CharacterDevice,
-                    _ => FileType::BlockDevice,
-                };
-                rustix::fs::mknodat(CWD, &d, ft, Mode::from_raw_mode(meta.mode()), meta.rdev())?;
-            }
-            Kind::Socket => continue,
-        }
-        clone_metadata(&s, &d, &meta)?;
-    }
-    clone_metadata(src, dst, &fs::symlink_metadata(src)?)
-}
-
-fn clone_metadata(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    lchown(dst, meta.uid(), meta.gid())?;
-    if !meta.file_type().is_symlink() {
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    }
-    if let Ok(names) = xattr::list(src) {
-        for name in names {
-            if let Ok(Some(value)) = xattr::get(src, &name) {
-                xattr::set(dst, &name, &value)?;
-            }
-        }
-    }
-    let t = |s: i64, ns: i64| Timespec {
-        tv_sec: s,
-        tv_nsec: ns,
-    };
-    rustix::fs::utimensat(
-        CWD,
-        dst,
-        &Timestamps {
-            last_access: t(meta.atime(), meta.atime_nsec()),
-            last_modification: t(meta.mtime(), meta.mtime_nsec()),
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    Ok(())
-}
-
 /// Removes every extended attribute but file capabilities below `dir`.
 fn strip_xattrs(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {

@@ -17,6 +17,7 @@
 
 mod cache;
 mod cache_mount_transfer;
+mod clone;
 mod config;
 mod context;
 mod copy;
@@ -33,6 +34,7 @@ mod reproducible;
 mod run;
 mod solver;
 mod source;
+mod work_queue;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1625,8 +1625,12 @@ impl Exec<'_> {
             if let Some(id) = layers::snapshot_id(&previous)
                 && snapshotter.info(&id).is_ok()
             {
-                crate::copy::clone_tree(&snapshotter.fs_path(&id), &snapshotter.fs_path(&active))
-                    .ctx(|| format!("cloning the previous result of {}", step.info.name))?;
+                crate::clone::clone_tree(
+                    &snapshotter.fs_path(&id),
+                    &snapshotter.fs_path(&active),
+                    self.b.jobs.max(2),
+                )
+                .ctx(|| format!("cloning the previous result of {}", step.info.name))?;
                 self.progress.event(Event::Note {
                     id: step.info.id,
                     message: format!(

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
 use strata_frontend::dockerignore::{DirDecision, Matcher};
@@ -52,25 +52,23 @@ pub(super) fn list_tree(
         root,
         root_fd: root_fd.as_fd(),
         matcher,
-        queue: Mutex::new(Queue {
-            todo: vec![String::new()],
-            busy: 0,
-            listings: HashMap::new(),
-            error: None,
-        }),
-        changed: Condvar::new(),
     };
-    std::thread::scope(|scope| {
-        for _ in 1..threads.max(1) {
-            scope.spawn(|| walker.work());
-        }
-        walker.work();
-    });
-    let queue = walker.queue.into_inner().unwrap_or_else(|e| e.into_inner());
-    match queue.error {
-        Some(e) => Err(e),
-        None => Ok(queue.listings),
-    }
+    let listings = Mutex::new(HashMap::new());
+    crate::work_queue::run(threads, vec![String::new()], |rel, more| -> Result<()> {
+        let found = walker.list_dir(&rel)?;
+        more.extend(
+            found
+                .iter()
+                .filter(|f| !matches!(f.walk, Walk::Leaf))
+                .map(|f| f.rel.clone()),
+        );
+        listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rel, found);
+        Ok(())
+    })?;
+    Ok(listings.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn dir_flags() -> OFlags {
@@ -81,59 +79,9 @@ struct Walker<'a> {
     root: &'a Path,
     root_fd: BorrowedFd<'a>,
     matcher: &'a Matcher,
-    queue: Mutex<Queue>,
-    /// Signalled when work is queued or the last busy worker finishes.
-    changed: Condvar,
-}
-
-struct Queue {
-    /// Directories to read.
-    todo: Vec<String>,
-    /// Directories being read.
-    busy: usize,
-    listings: HashMap<String, Vec<Found>>,
-    /// The first error; the walk stops.
-    error: Option<BuildError>,
 }
 
 impl Walker<'_> {
-    /// Reads directories until none is left (or one failed).
-    fn work(&self) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if queue.error.is_some() {
-                return;
-            }
-            let Some(rel) = queue.todo.pop() else {
-                if queue.busy == 0 {
-                    return;
-                }
-                queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
-                continue;
-            };
-            queue.busy += 1;
-            drop(queue);
-            let listed = self.list_dir(&rel);
-            queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.busy -= 1;
-            match listed {
-                Ok(found) => {
-                    queue.todo.extend(
-                        found
-                            .iter()
-                            .filter(|f| !matches!(f.walk, Walk::Leaf))
-                            .map(|f| f.rel.clone()),
-                    );
-                    queue.listings.insert(rel, found);
-                }
-                Err(e) => {
-                    queue.error.get_or_insert(e);
-                }
-            }
-            self.changed.notify_all();
-        }
-    }
-
     fn host_path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.root.to_path_buf()
