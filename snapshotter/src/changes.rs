@@ -141,7 +141,9 @@ fn overlay_dir(
             (Some(lm), Some(lp)) if lm.is_dir() && fsutil::is_opaque_dir(&upper_path)? => {
                 compare_dir(Some(lp), &upper_path, &rel, true, sink)?;
             }
-            (Some(lm), _) if !lm.is_dir() => {
+            // No directory here in the lower layers, so nothing below it there (no lookups):
+            // all of it is added, and a whiteout only hides what this step made and removed.
+            _ if lower.is_some() && !lower_meta.as_ref().is_some_and(|m| m.is_dir()) => {
                 overlay_dir(upper, None, &rel, &mut SkipWhiteouts(sink))?
             }
             _ => overlay_dir(upper, lower, &rel, sink)?,
@@ -150,7 +152,7 @@ fn overlay_dir(
     Ok(())
 }
 
-/// Drops deletions: below a directory that replaced a non-directory there is nothing to delete.
+/// Drops deletions: below a directory the lower layers do not have there is nothing to delete.
 struct SkipWhiteouts<'a>(&'a mut dyn ChangeSink);
 
 impl ChangeSink for SkipWhiteouts<'_> {

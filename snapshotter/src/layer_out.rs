@@ -344,10 +344,18 @@ impl<W: Write> TarChanges<W> {
 
     /// Copies exactly `size` bytes of a regular file (its size when it was stat'ed).
     fn content(&mut self, source: &Path, size: u64) -> io::Result<()> {
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(source)?;
+        // Reading a file just written would update its access time (relatime): a journalled
+        // inode write per file. O_NOATIME needs the file's owner or CAP_FOWNER.
+        let open = |flags| {
+            File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | flags)
+                .open(source)
+        };
+        let mut file = match open(libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0)?,
+            opened => opened?,
+        };
         let mut left = size;
         while left > 0 {
             let want = left.min(self.buf.len() as u64) as usize;
