@@ -251,10 +251,15 @@ impl LayerStore<'_> {
             .push((snapshot.to_string(), SnapshotHolder::Blob(blob)));
     }
 
-    /// Writes active snapshot `active` (on top of `parent_layers`) as a layer blob, then commits
-    /// it as the snapshot of the new stack. Returns the new layer; its blob is committed in the
-    /// background ([`BlobCommits`]).
-    pub fn commit_active(&self, active: &str, parent_layers: &[Layer]) -> Result<Layer> {
+    /// Writes active snapshot `active` (on top of `parent_layers`) as a layer blob, then, once
+    /// `released` returns (the snapshot's mount is gone), commits it as the snapshot of the new
+    /// stack. Returns the new layer; its blob is committed in the background ([`BlobCommits`]).
+    pub fn commit_active(
+        &self,
+        active: &str,
+        parent_layers: &[Layer],
+        released: impl FnOnce() -> Result<()>,
+    ) -> Result<Layer> {
         let mut writer = self.store.blob_writer(self.lease)?;
         let desc = self
             .snapshotter
@@ -278,6 +283,7 @@ impl LayerStore<'_> {
         let mut stack = parent_layers.to_vec();
         stack.push(layer.clone());
         let id = snapshot_id(&stack).unwrap_or_default();
+        released()?;
         match self.snapshotter.commit(active, &id) {
             Ok(_) => {}
             Err(strata_snapshotter::Error::AlreadyExists(_)) => {

@@ -1659,13 +1659,26 @@ impl Exec<'_> {
                 mkdir_all(&root, &target, owner).map_err(|e| Self::step_error(step, e))
             })(),
         };
-        mount
-            .unmount()
-            .ctx(|| format!("unmounting the snapshot of {}", step.info.name))?;
-        outcome?;
-        let layer = self
-            .layers
-            .commit_active(&active, if linked { &[] } else { layers })?;
+        let unmounted = |result: std::io::Result<()>| {
+            result.ctx(|| format!("unmounting the snapshot of {}", step.info.name))
+        };
+        if let Err(e) = outcome {
+            unmounted(mount.unmount())?;
+            return Err(e);
+        }
+        // Unmounting makes overlayfs sync the whole upper file system: that I/O runs while the
+        // layer is made from the upper directory, which needs no mount.
+        let parents = if linked { &[][..] } else { layers };
+        let layer = std::thread::scope(|scope| {
+            let unmounting = scope.spawn(move || mount.unmount());
+            self.layers.commit_active(&active, parents, || {
+                unmounted(
+                    unmounting
+                        .join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("the unmount panicked"))),
+                )
+            })
+        })?;
         drop(guard);
         Ok(layer)
     }
