@@ -107,6 +107,7 @@ fn main() -> ExitCode {
     {
         strata_containers::monitor::monitor_main();
     }
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     commands::registry::set_offline(cli.offline);
     let result = match cli.command {
@@ -145,9 +146,38 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(CLOSED_STDOUT_EXIT),
         Err(err) => {
             eprintln!("strata: error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a shell reports for a process that SIGPIPE ended: `strata images | head -1` ends the way
+/// `docker images | head -1` does, without a message. (Rust ignores SIGPIPE, so a write to a
+/// closed pipe fails with EPIPE instead of ending the process; restoring the signal would also
+/// end strata where it writes to a container's closed stdin.)
+const CLOSED_STDOUT_EXIT: u8 = 128 + 13;
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` panics when stdout is a pipe nobody reads any more; end quietly instead.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.ends_with(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string())
+        {
+            std::process::exit(CLOSED_STDOUT_EXIT.into());
+        }
+        default(info);
+    }));
 }

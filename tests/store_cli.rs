@@ -458,3 +458,24 @@ fn parse_ref_prints_the_normalised_reference() {
             .stdout("");
     }
 }
+
+/// `strata images | head -1` and the like: a reader that goes away ends strata the way SIGPIPE
+/// ends Docker's CLI (status 141, nothing on stderr), for a command that reports its write
+/// errors (`images`) and for one that prints with `println!` (`version`).
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let root = Root::new();
+    root.import_busybox("busybox");
+    for args in [&["images"][..], &["version"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = root
+            .strata_process()
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}
