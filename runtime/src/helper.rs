@@ -3,7 +3,7 @@
 //! subreaper), waits for it and cleans up.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -50,14 +50,75 @@ pub(crate) fn main() -> ! {
             }
         });
     }
-    let code = match run(&control) {
+    std::process::exit(serve(&control))
+}
+
+/// The helper in a fork of a single-threaded caller ([`crate::launch`]): first undoes what exec
+/// would have, then serves as [`main`] does. Never returns into the caller's code.
+pub(crate) fn forked_main(control: OwnedFd) -> ! {
+    // Exec resets caught signals to their defaults and the caller may block some.
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: restoring a signal's default disposition installs no handler code.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    // Exec would close the caller's close-on-exec descriptors: among them the caller's end of
+    // the control socket, which must close when the caller goes for the helper to notice.
+    // Keep stderr and the control socket (as fd 3); stdin and stdout read and write nothing.
+    let code = (|| -> Result<i32, String> {
+        let original = control.into_raw_fd();
+        // SAFETY: dup2(2) and close_range(2) on descriptors of this process; what they close
+        // (the original socket included) is used by nothing below.
+        unsafe {
+            if original != 3 && libc::dup2(original, 3) != 3 {
+                return Err(format!(
+                    "moving the control socket: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+                return Err(format!(
+                    "closing the caller's descriptors: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // SAFETY: fd 3 is the control socket now, owned by nothing else.
+        let control = unsafe { OwnedFd::from_raw_fd(3) };
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        drop(null);
+        Ok(serve(&control))
+    })()
+    .unwrap_or_else(|message| {
+        eprintln!("strata: sandbox helper: {message}");
+        1
+    });
+    // SAFETY: _exit(2) ends this process without the caller's exit handlers and buffers, which
+    // belong to the caller.
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs one container (or exec) for the caller at the other end of `control`; the exit code.
+fn serve(control: &OwnedFd) -> i32 {
+    match run(control) {
         Ok(()) => 0,
         Err(message) => {
             let _ = channel::report(control.as_fd(), &Report::SetupFailed(message), &[]);
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 fn run(control: &OwnedFd) -> Result<(), String> {
