@@ -148,10 +148,24 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::from(CLOSED_STDOUT_EXIT),
         Err(err) => {
-            eprintln!("strata: error: {err:#}");
+            eprintln!("strata: error: {}", error_chain(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `err` and its causes, joined with ": " as `{:#}` does, except that a cause is left out where
+/// the message before it already ends with it (many library errors print their source too).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// What a shell reports for a process that SIGPIPE ended: `strata images | head -1` ends the way
@@ -180,4 +194,49 @@ fn quiet_on_closed_stdout() {
         }
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source and also gives it as its source, as many library errors do.
+    #[derive(Debug)]
+    struct PrintsItsSource {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for PrintsItsSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "creating {}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for PrintsItsSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_printed_is_not_repeated() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let err = anyhow::Error::new(PrintsItsSource {
+            path: "/x",
+            source: io(),
+        })
+        .context("opening the store");
+        let os = io().to_string();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("opening the store: creating /x: {os}: {os}")
+        );
+        assert_eq!(
+            error_chain(&err),
+            format!("opening the store: creating /x: {os}")
+        );
+        let plain = anyhow::Error::new(io()).context("bundle /b");
+        assert_eq!(error_chain(&plain), format!("bundle /b: {os}"));
+    }
 }
