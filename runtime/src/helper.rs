@@ -243,6 +243,35 @@ fn run_container(
         ));
     }
     let (mut sync, child_sync) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    if !user_ns && namespaces.iter().all(|n| n.path().is_none()) {
+        // Nothing to do between creating the namespaces and init: clone init into them at once.
+        let flags = init::new_namespaces(&namespaces).bits() | libc::SIGCHLD;
+        // SAFETY: clone(2) without CLONE_VM or a new stack is fork(2) with namespace flags: the
+        // child runs on its copy of this single-threaded process (the helper starts no threads).
+        let pid = unsafe { libc::syscall(libc::SYS_clone, libc::c_long::from(flags), 0, 0, 0, 0) };
+        if pid == 0 {
+            drop(sync);
+            init::init_main(envelope, control, stdio, child_sync, false);
+        }
+        if pid < 0 {
+            return Err(format!(
+                "creating namespaces: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        drop(child_sync);
+        drop(stdio);
+        let init_pid = pid as i32;
+        if let Some(cgroup) = cgroup
+            && let Err(e) = cgroup.add(init_pid)
+        {
+            // Init is waiting for our word and would wait forever.
+            let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(init_pid), None);
+            return Err(e.to_string());
+        }
+        return adopt_and_wait(control, sync, init_pid);
+    }
     // SAFETY: this process is single-threaded (the helper starts no threads).
     let intermediate = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
@@ -289,6 +318,15 @@ fn run_container(
         }
         Err(e) => return Err(e),
     };
+    adopt_and_wait(control, sync, init_pid)
+}
+
+/// Tells init (waiting for it) that we adopted it, reports it started and waits for it.
+fn adopt_and_wait(
+    control: &OwnedFd,
+    mut sync: UnixStream,
+    init_pid: i32,
+) -> Result<ExitStatus, String> {
     let pidfd = pidfd_open(init_pid).map_err(|e| format!("pidfd_open: {e}"))?;
     let mut ready = false;
     if sync.write_all(b"R").is_ok() {

@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, PosixRlimitType, Process, Spec};
 
 use crate::channel::{self, Report};
 use crate::helper::Envelope;
@@ -40,6 +40,21 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
         LinuxNamespaceType::Time => CloneFlags::empty(),
     }
+}
+
+/// The namespaces init is created in (the user namespace comes before, the cgroup namespace
+/// after joining the cgroup; those given by path are joined instead).
+pub(crate) fn new_namespaces(namespaces: &[LinuxNamespace]) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    for ns in namespaces.iter().filter(|n| n.path().is_none()) {
+        if !matches!(
+            ns.typ(),
+            LinuxNamespaceType::User | LinuxNamespaceType::Cgroup
+        ) {
+            flags |= ns_flag(ns.typ());
+        }
+    }
+    flags
 }
 
 /// The intermediate process: unshares the namespaces, forks init, tells the helper init's pid.
@@ -86,16 +101,7 @@ pub(crate) fn intermediate_main(
             );
         }
     }
-    let mut flags = CloneFlags::CLONE_NEWNS;
-    for ns in namespaces.iter().filter(|n| n.path().is_none()) {
-        if !matches!(
-            ns.typ(),
-            LinuxNamespaceType::User | LinuxNamespaceType::Cgroup
-        ) {
-            flags |= ns_flag(ns.typ());
-        }
-    }
-    if let Err(e) = nix::sched::unshare(flags) {
+    if let Err(e) = nix::sched::unshare(new_namespaces(&namespaces)) {
         fail(control, format!("creating namespaces: {e}"));
     }
     // SAFETY: single-threaded.
@@ -110,8 +116,8 @@ pub(crate) fn intermediate_main(
     }
 }
 
-/// PID 1 of the container.
-fn init_main(
+/// PID 1 of the container. It starts by waiting for the helper's word that it adopted it.
+pub(crate) fn init_main(
     envelope: &Envelope,
     control: &OwnedFd,
     stdio: Vec<OwnedFd>,
