@@ -63,25 +63,41 @@ pub struct Outcome {
 }
 
 /// Lets the caller signal the run in progress (the foreground `strata run` forwards the
-/// signals it receives, as Docker's `--sig-proxy`).
+/// signals it receives, as Docker's `--sig-proxy`) and resize its terminal.
 #[derive(Clone, Default)]
 pub struct SignalProxy {
-    target: Arc<Mutex<Option<OwnedFd>>>,
+    target: Arc<Mutex<Option<Target>>>,
+}
+
+/// The run in progress: its command's init, and its terminal when it has one.
+struct Target {
+    pidfd: OwnedFd,
+    pty: Option<File>,
 }
 
 impl SignalProxy {
     /// Sends `signal` to the running container's command; ignored between runs.
     pub fn send(&self, signal: i32) {
         if let Ok(target) = self.target.lock()
-            && let Some(pidfd) = target.as_ref()
+            && let Some(target) = target.as_ref()
         {
-            let _ = pidfd_signal(pidfd.as_fd(), signal);
+            let _ = pidfd_signal(target.pidfd.as_fd(), signal);
         }
     }
 
-    fn set(&self, pidfd: Option<OwnedFd>) {
-        if let Ok(mut target) = self.target.lock() {
-            *target = pidfd;
+    /// Gives the running container's terminal this size (the kernel then sends its foreground
+    /// process SIGWINCH); ignored between runs and without a terminal.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        if let Ok(target) = self.target.lock()
+            && let Some(pty) = target.as_ref().and_then(|t| t.pty.as_ref())
+        {
+            set_window_size(pty, rows, cols);
+        }
+    }
+
+    fn set(&self, target: Option<Target>) {
+        if let Ok(mut current) = self.target.lock() {
+            *current = target;
         }
     }
 }
@@ -389,12 +405,23 @@ impl Monitor<'_> {
         tty_size: Option<(u16, u16)>,
     ) -> Result<Running> {
         let id = self.id();
-        let spec = spec::build(
+        let mut spec = spec::build(
             self.config,
             mount.path(),
             self.dir,
             self.containers.volumes(),
         )?;
+        // The terminal is made at the caller's size before the command starts (OCI consoleSize).
+        if let Some((rows, cols)) = tty_size
+            && let Some(mut process) = spec.process().clone()
+            && let Ok(size) = oci_spec::runtime::BoxBuilder::default()
+                .height(rows)
+                .width(cols)
+                .build()
+        {
+            process.set_console_size(Some(size));
+            spec.set_process(Some(process));
+        }
         write_json_atomic(&self.containers.spec_path(id), &spec)?;
         let tty = self.config.config.tty;
         let stdio = StdioSet {
@@ -454,8 +481,9 @@ impl Monitor<'_> {
             s.error.clear();
             Ok(())
         })?;
-        if let Some(pidfd) = container.pidfd() {
-            self.signals.set(pidfd.try_clone_to_owned().ok());
+        if let Some(pidfd) = container.pidfd().and_then(|p| p.try_clone_to_owned().ok()) {
+            let pty = container.pty.as_ref().and_then(|p| p.try_clone().ok());
+            self.signals.set(Some(Target { pidfd, pty }));
         }
         // A stop that came while we were starting (between two runs of a restart policy).
         if state.stop_requested {
@@ -468,9 +496,6 @@ impl Monitor<'_> {
         };
         if tty {
             if let Some(pty) = container.pty.take() {
-                if let Some((rows, cols)) = tty_size {
-                    set_window_size(&pty, rows, cols);
-                }
                 if let Some(input) = stdin.take()
                     && let Ok(to_pty) = pty.try_clone()
                 {

@@ -59,7 +59,7 @@ pub(crate) fn run(
         None => None,
     };
     let terminal = if envelope.terminal {
-        Some(init::open_pty(control)?.0)
+        Some(init::open_pty(control, Some(process))?.0)
     } else {
         None
     };

@@ -219,7 +219,7 @@ fn prepare(envelope: &Envelope, control: &OwnedFd, user_ns: bool) -> Result<Prep
     }
     send_namespaces(control)?;
     let terminal = if envelope.terminal {
-        Some(open_terminal(control)?)
+        Some(open_terminal(control, spec.process().as_ref())?)
     } else {
         None
     };
@@ -290,15 +290,19 @@ pub(crate) fn effective_caps(process: &Process) -> HashSet<String> {
 
 /// Creates the terminal in the container's devpts, hands the master to the caller and puts the
 /// slave at /dev/console; returns the slave.
-fn open_terminal(control: &OwnedFd) -> Result<OwnedFd, String> {
-    let (slave, name) = open_pty(control)?;
+fn open_terminal(control: &OwnedFd, process: Option<&Process>) -> Result<OwnedFd, String> {
+    let (slave, name) = open_pty(control, process)?;
     mounts::bind_console(&name)?;
     Ok(slave)
 }
 
-/// Creates a terminal in the devpts of the current mount namespace and hands the master to the
-/// caller; returns the slave and its path.
-pub(crate) fn open_pty(control: &OwnedFd) -> Result<(OwnedFd, String), String> {
+/// Creates a terminal in the devpts of the current mount namespace, of the process's
+/// `consoleSize` when it has one (so the command starts at its caller's size), and hands the
+/// master to the caller; returns the slave and its path.
+pub(crate) fn open_pty(
+    control: &OwnedFd,
+    process: Option<&Process>,
+) -> Result<(OwnedFd, String), String> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| format!("opening a terminal: {e}"))?;
@@ -312,6 +316,21 @@ pub(crate) fn open_pty(control: &OwnedFd) -> Result<(OwnedFd, String), String> {
         .open(&name)
         .map_err(|e| format!("opening {name}: {e}"))?
         .into();
+    if let Some(size) = process.and_then(|p| p.console_size()) {
+        let size = libc::winsize {
+            ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(format!(
+                "setting the terminal's size: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     channel::report(control.as_fd(), &Report::PtyMaster, &[master.as_raw_fd()])
         .map_err(|e| format!("sending the terminal: {e}"))?;
     Ok((slave, name))

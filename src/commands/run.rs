@@ -252,7 +252,8 @@ pub fn run_attached(
 }
 
 /// Forwards the signals this process gets to the container (Docker's `--sig-proxy`); with a
-/// terminal, interrupts arrive as bytes through it instead.
+/// terminal, interrupts arrive as bytes through it instead, and a resize of ours (SIGWINCH)
+/// resizes the container's.
 fn forward_signals(signals: &SignalProxy, tty: bool) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -264,7 +265,9 @@ fn forward_signals(signals: &SignalProxy, tty: bool) {
     ] {
         set.add(s);
     }
-    if !tty {
+    if tty {
+        set.add(Signal::SIGWINCH);
+    } else {
         set.add(Signal::SIGINT);
         set.add(Signal::SIGQUIT);
     }
@@ -276,7 +279,15 @@ fn forward_signals(signals: &SignalProxy, tty: bool) {
     let signals = signals.clone();
     std::thread::spawn(move || {
         while let Ok(sig) = set.wait() {
-            signals.send(sig as i32);
+            match sig {
+                // Our terminal was resized: so is the container's.
+                Signal::SIGWINCH => {
+                    if let Some((rows, cols)) = terminal_size() {
+                        signals.resize(rows, cols);
+                    }
+                }
+                _ => signals.send(sig as i32),
+            }
         }
     });
 }
