@@ -319,3 +319,66 @@ fn removed_containers_and_images_give_their_snapshots_back_to_gc() {
     env.ok(&["system", "prune", "-a", "-f"]);
     assert_eq!(snapshots(&env), Vec::<String>::new());
 }
+
+/// `system df` counts containers (a writable layer each; a stopped one's is reclaimable) and
+/// volumes (an unused one's is reclaimable), as Docker's does.
+#[test]
+fn system_df_counts_containers_and_volumes() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["volume", "create", "used"]);
+    env.ok(&["volume", "create", "spare"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "-v",
+        "used:/data",
+        "bb",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/zero > /big; head -c 1000000 /dev/zero > /data/x; sleep 60",
+    ]);
+    env.ok(&[
+        "run",
+        "--name",
+        "down",
+        "bb",
+        "sh",
+        "-c",
+        "head -c 2000000 /dev/zero > /f",
+    ]);
+    env.until(
+        "the running container's writes",
+        Duration::from_secs(20),
+        || {
+            env.ok(&["system", "df"])
+                .lines()
+                .any(|l| l.starts_with("Local Volumes") && l.contains("1.0"))
+        },
+    );
+    let df = env.ok(&["system", "df"]);
+    let row = |kind: &str| -> Vec<String> {
+        let line = df
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} row in {df}"));
+        line[kind.len()..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let containers = row("Containers");
+    assert_eq!(containers[..2], ["2", "1"], "{df}");
+    // 3 MB + 2 MB written, 2 MB of it in the stopped container (40%).
+    assert!(containers[2].starts_with("5.0"), "{df}");
+    assert!(containers[3].starts_with("2.0"), "{df}");
+    assert_eq!(containers[4], "(40%)", "{df}");
+    let volumes = row("Local Volumes");
+    assert_eq!(volumes[..2], ["2", "1"], "{df}");
+    assert!(volumes[2].starts_with("1.0"), "{df}");
+    // Only the empty volume's directory.
+    assert!(volumes[3].ends_with("kB") && volumes[4] == "(0%)", "{df}");
+    env.ok(&["rm", "-f", "up", "down"]);
+}

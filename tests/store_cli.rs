@@ -394,7 +394,7 @@ fn prune_and_df() {
     let df = root.stdout(&["system", "df"]);
     assert!(df.starts_with("TYPE"), "{df}");
     assert!(
-        df.lines().nth(1).unwrap().starts_with("Images        2"),
+        df.lines().nth(1).unwrap().starts_with("Images          2"),
         "{df}"
     );
 

@@ -5,8 +5,11 @@ use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use strata_store::{GcOptions, GcReport, ImagePrune, Store, meta::CACHE_HOLDER_PREFIX};
+use strata_containers::volumes::disk_usage;
+use strata_containers::{Containers, Status};
+use strata_store::{GcOptions, GcReport, ImagePrune, meta::CACHE_HOLDER_PREFIX};
 
+use super::container_output::open_containers;
 use super::image_output::{human_size, open_store, print_table};
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +72,7 @@ pub fn run_system(cmd: SystemCommand) -> anyhow::Result<ExitCode> {
             };
             prune(&args, what, true)
         }
-        SystemCommand::Df => df(&open_store()?),
+        SystemCommand::Df => df(&open_containers()?),
     }
 }
 
@@ -121,7 +124,8 @@ fn print_report(report: &GcReport) {
 }
 
 /// Sizes of what images reach, what only the build cache reaches, and what nothing does.
-fn df(store: &Store) -> anyhow::Result<ExitCode> {
+fn df(containers: &Containers) -> anyhow::Result<ExitCode> {
+    let store = containers.store();
     let images = store.images()?;
     let roots = store.read_meta(|m| m.roots())?;
     let held: HashSet<_> = roots
@@ -165,21 +169,64 @@ fn df(store: &Store) -> anyhow::Result<ExitCode> {
     }
     let reclaimable = images_size - active_size;
     let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    let usage = |total: usize, active: usize, size: u64, reclaimable: u64| {
+        [
+            total.to_string(),
+            active.to_string(),
+            human_size(size),
+            format!(
+                "{} ({}%)",
+                human_size(reclaimable),
+                percent(reclaimable, size)
+            ),
+        ]
+    };
+    // A container's size is its writable layer; a stopped one's is reclaimable (`container
+    // prune`), as is an unused volume's (`volume prune`).
+    let records = containers.list()?;
+    let snapshotter = containers.snapshotter()?;
+    let (mut container_size, mut stopped_size, mut running) = (0, 0, 0);
+    for record in &records {
+        let size = disk_usage(&snapshotter.fs_path(&record.config.snapshot));
+        container_size += size;
+        if matches!(record.state.status, Status::Running | Status::Restarting) {
+            running += 1;
+        } else {
+            stopped_size += size;
+        }
+    }
+    let volumes = containers.volumes().list()?;
+    let (mut volume_size, mut unused_size, mut used) = (0, 0, 0);
+    for volume in &volumes {
+        let size = disk_usage(&volume.mountpoint);
+        volume_size += size;
+        if containers.volume_users(&volume.name)?.is_empty() {
+            unused_size += size;
+        } else {
+            used += 1;
+        }
+    }
+    let row = |kind: &str, cells: [String; 4]| {
+        std::iter::once(kind.to_string())
+            .chain(cells)
+            .collect::<Vec<_>>()
+    };
     print_table(&[
         ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
             .map(String::from)
             .to_vec(),
-        vec![
-            "Images".into(),
-            ids.len().to_string(),
-            active_ids.len().to_string(),
-            human_size(images_size),
-            format!(
-                "{} ({}%)",
-                human_size(reclaimable),
-                percent(reclaimable, images_size)
-            ),
-        ],
+        row(
+            "Images",
+            usage(ids.len(), active_ids.len(), images_size, reclaimable),
+        ),
+        row(
+            "Containers",
+            usage(records.len(), running, container_size, stopped_size),
+        ),
+        row(
+            "Local Volumes",
+            usage(volumes.len(), used, volume_size, unused_size),
+        ),
         vec![
             "Build Cache".into(),
             cache_count.to_string(),
