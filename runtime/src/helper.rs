@@ -57,7 +57,7 @@ pub(crate) fn main() -> ! {
 /// would have, then serves as [`main`] does. Never returns into the caller's code.
 pub(crate) fn forked_main(control: OwnedFd) -> ! {
     // Exec resets caught signals to their defaults and the caller may block some.
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // SAFETY: restoring a signal's default disposition installs no handler code.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
@@ -248,6 +248,8 @@ fn run_container(
         let flags = init::new_namespaces(&namespaces).bits() | libc::SIGCHLD;
         // SAFETY: clone(2) without CLONE_VM or a new stack is fork(2) with namespace flags: the
         // child runs on its copy of this single-threaded process (the helper starts no threads).
+        // Unlike glibc's fork it skips atfork handlers (none here) and leaves glibc's record of
+        // the thread id stale, which glibc (2.34+) does not use to signal itself.
         let pid = unsafe { libc::syscall(libc::SYS_clone, libc::c_long::from(flags), 0, 0, 0, 0) };
         if pid == 0 {
             drop(sync);
