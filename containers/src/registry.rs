@@ -1,7 +1,7 @@
 //! [`Containers`]: creating, finding, signalling, waiting for and removing containers, from the
 //! files under `$STRATA_ROOT/containers`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -34,6 +34,18 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Record {
     pub config: ContainerConfig,
     pub state: ContainerState,
+}
+
+impl Record {
+    /// The names of the volumes the container mounts.
+    pub fn volumes(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .host
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .map(|m| m.source.as_str())
+    }
 }
 
 /// What to create.
@@ -636,14 +648,9 @@ impl Containers {
         if volumes {
             let others = self.list_unreconciled()?;
             for m in config.host.mounts.iter().filter(|m| m.anonymous) {
-                let used = others.iter().any(|r| {
-                    r.config.id != *id
-                        && r.config
-                            .host
-                            .mounts
-                            .iter()
-                            .any(|o| o.kind == MountKind::Volume && o.source == m.source)
-                });
+                let used = others
+                    .iter()
+                    .any(|r| r.config.id != *id && r.volumes().any(|v| v == m.source));
                 if !used {
                     match self.volumes.delete(&m.source) {
                         Ok(_) | Err(Error::NoSuchVolume(_)) => {}
@@ -688,13 +695,7 @@ impl Containers {
         Ok(self
             .list_unreconciled()?
             .into_iter()
-            .filter(|r| {
-                r.config
-                    .host
-                    .mounts
-                    .iter()
-                    .any(|m| m.kind == MountKind::Volume && m.source == name)
-            })
+            .filter(|r| r.volumes().any(|v| v == name))
             .map(|r| r.config.id)
             .collect())
     }
@@ -717,10 +718,12 @@ impl Containers {
     /// Returns their names and the bytes freed.
     pub fn prune_volumes(&self, all: bool) -> Result<(Vec<String>, u64)> {
         let _names = self.names_lock()?;
+        let records = self.list_unreconciled()?;
+        let in_use: HashSet<&str> = records.iter().flat_map(Record::volumes).collect();
         let mut removed = Vec::new();
         let mut freed = 0;
         for v in self.volumes.list()? {
-            if (all || v.anonymous) && self.volume_users(&v.name)?.is_empty() {
+            if (all || v.anonymous) && !in_use.contains(v.name.as_str()) {
                 freed += self.volumes.delete(&v.name)?;
                 removed.push(v.name);
             }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use strata_containers::volumes::disk_usage;
-use strata_containers::{Containers, Status};
+use strata_containers::{Containers, Record, Status};
 use strata_store::{GcOptions, GcReport, ImagePrune, meta::CACHE_HOLDER_PREFIX};
 
 use super::container_output::open_containers;
@@ -196,14 +196,15 @@ fn df(containers: &Containers) -> anyhow::Result<ExitCode> {
         }
     }
     let volumes = containers.volumes().list()?;
+    let in_use: HashSet<&str> = records.iter().flat_map(Record::volumes).collect();
     let (mut volume_size, mut unused_size, mut used) = (0, 0, 0);
     for volume in &volumes {
         let size = disk_usage(&volume.mountpoint);
         volume_size += size;
-        if containers.volume_users(&volume.name)?.is_empty() {
-            unused_size += size;
-        } else {
+        if in_use.contains(volume.name.as_str()) {
             used += 1;
+        } else {
+            unused_size += size;
         }
     }
     let row = |kind: &str, cells: [String; 4]| {
