@@ -466,14 +466,12 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         // Compressible but not trivial: text-like runs mixed with pseudo-random bytes.
-        let mut x = 0x9e3779b9u32;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+        random(len)
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| {
                 if (i / 4096) % 3 == 0 {
-                    x as u8
+                    x
                 } else {
                     b"the quick brown fox "[i % 20]
                 }
@@ -534,6 +532,7 @@ mod tests {
         );
     }
 
+    /// Pseudo-random bytes (xorshift64), the same for every run.
     fn random(len: usize) -> Vec<u8> {
         let mut x = 0x2545f491_4f6cdd1du64;
         (0..len)

@@ -614,28 +614,39 @@ mod tests {
         )
     }
 
+    /// Every syscall of `nrs` (first argument 0) gets `verdict`.
+    fn assert_all(profile: &DefaultProfile, nrs: &[i64], verdict: u32) {
+        for &nr in nrs {
+            assert_eq!(decide(profile, nr, 0), verdict, "syscall {nr}");
+        }
+    }
+
     #[test]
     fn docker_defaults_without_sys_admin() {
         let profile = DefaultProfile::new(&caps(&["CAP_CHOWN", "CAP_NET_RAW"])).unwrap();
-        for nr in [
-            libc::SYS_read,
-            libc::SYS_execve,
-            libc::SYS_getpid,
-            libc::SYS_fchmodat2,
-        ] {
-            assert_eq!(decide(&profile, nr, 0), ALLOW, "syscall {nr}");
-        }
-        for nr in [
-            libc::SYS_keyctl,
-            libc::SYS_kexec_load,
-            libc::SYS_open_by_handle_at,
-            libc::SYS_unshare,
-            libc::SYS_mount,
-            libc::SYS_kcmp,
-            libc::SYS_reboot,
-        ] {
-            assert_eq!(decide(&profile, nr, 0), ERR_EPERM, "syscall {nr}");
-        }
+        assert_all(
+            &profile,
+            &[
+                libc::SYS_read,
+                libc::SYS_execve,
+                libc::SYS_getpid,
+                libc::SYS_fchmodat2,
+            ],
+            ALLOW,
+        );
+        assert_all(
+            &profile,
+            &[
+                libc::SYS_keyctl,
+                libc::SYS_kexec_load,
+                libc::SYS_open_by_handle_at,
+                libc::SYS_unshare,
+                libc::SYS_mount,
+                libc::SYS_kcmp,
+                libc::SYS_reboot,
+            ],
+            ERR_EPERM,
+        );
         assert_eq!(decide(&profile, libc::SYS_clone3, 0), ERR_ENOSYS);
         let (fork_flags, new_user) = (libc::SIGCHLD as u64, libc::CLONE_NEWUSER as u64);
         assert_eq!(decide(&profile, libc::SYS_clone, fork_flags), ALLOW);
@@ -667,14 +678,16 @@ mod tests {
     #[test]
     fn capabilities_bring_back_their_syscalls() {
         let profile = DefaultProfile::new(&caps(&["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"])).unwrap();
-        for nr in [
-            libc::SYS_mount,
-            libc::SYS_unshare,
-            libc::SYS_ptrace,
-            libc::SYS_clone3,
-        ] {
-            assert_eq!(decide(&profile, nr, 0), ALLOW, "syscall {nr}");
-        }
+        assert_all(
+            &profile,
+            &[
+                libc::SYS_mount,
+                libc::SYS_unshare,
+                libc::SYS_ptrace,
+                libc::SYS_clone3,
+            ],
+            ALLOW,
+        );
         let new_user = libc::CLONE_NEWUSER as u64;
         assert_eq!(decide(&profile, libc::SYS_clone, new_user), ALLOW);
         assert_eq!(decide(&profile, libc::SYS_reboot, 0), ERR_EPERM);
