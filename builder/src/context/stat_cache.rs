@@ -66,7 +66,12 @@ impl StatCache {
 
     pub(super) fn path(&self, r: &Record) -> &str {
         // Checked by `decode`.
-        std::str::from_utf8(&self.bytes[r.path_at..r.path_at + r.path_len]).unwrap_or_default()
+        std::str::from_utf8(self.path_bytes(r)).unwrap_or_default()
+    }
+
+    /// The path as bytes: what the join with the walk compares, without checking UTF-8 again.
+    pub(super) fn path_bytes(&self, r: &Record) -> &[u8] {
+        &self.bytes[r.path_at..r.path_at + r.path_len]
     }
 
     pub(super) fn hash(&self, r: &Record) -> Option<HexHash> {
