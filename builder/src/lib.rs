@@ -25,6 +25,7 @@ mod error;
 pub mod export;
 mod filter;
 mod layers;
+mod manifest;
 mod mounts;
 mod platform;
 mod progress;

@@ -28,6 +28,7 @@ use crate::copy::{CopyOptions, copy_path, dest_is_dir, mkdir_all, resolve_chown}
 use crate::error::{BuildError, IoContext, Result};
 use crate::filter::{CopyFilter, CopyFlags};
 use crate::layers::{self, Layer, LayerStore, Pending};
+use crate::manifest::Manifest;
 use crate::mounts::{self, MountFrom, MountInputs, RunMount};
 use crate::progress::{Event, MissReason, ProgressSink, StepInfo};
 use crate::remote;
@@ -92,7 +93,7 @@ struct PStep {
     context_files: Vec<String>,
     context_roots: Vec<String>,
     /// For a COPY from the context: one line per selected entry (see [`StepRecord::manifest`]).
-    manifest: Vec<String>,
+    manifest: Manifest,
     cached: Option<CacheRecord>,
     reason: Option<MissReason>,
     recorded_key: Option<String>,
@@ -597,7 +598,7 @@ impl Planner<'_> {
         };
         let mut context_files = Vec::new();
         let mut context_roots = Vec::new();
-        let mut manifest = Vec::new();
+        let mut manifest = Manifest::default();
         let step_error = |message: String| BuildError::Step {
             step: info.name.clone(),
             message,
@@ -888,7 +889,7 @@ impl Planner<'_> {
         sources: &[String],
         need_match: bool,
         flags: &CopyFlags,
-    ) -> std::result::Result<(String, Vec<String>, Vec<String>, Vec<String>), String> {
+    ) -> std::result::Result<(String, Vec<String>, Vec<String>, Manifest), String> {
         let threads = self.b.jobs.max(2);
         let ctx = self.context().map_err(|e| e.to_string())?;
         let view = SourceRoot::Context(ctx);
@@ -945,22 +946,29 @@ impl Planner<'_> {
         ctx.hash_files(&file_entries, threads)
             .map_err(|e| e.to_string())?;
         let files: Vec<String> = file_entries.iter().map(|(p, _)| p.to_string()).collect();
-        let mut lines = Vec::new();
+        use std::fmt::Write as _;
+        let mut lines = Manifest::default();
         for (src, m, resolved, filter) in &selected {
-            lines.push(format!("source {src} {m} {resolved}"));
+            // Writing to a String cannot fail.
+            lines.push_line(|l| {
+                let _ = write!(l, "source {src} {m} {resolved}");
+            });
             let mut describe = |p: &str, e: &crate::context::Entry| {
-                lines.push(format!(
-                    "{p}\t{}\t{:o}\t{}\t{}\t{}",
-                    e.kind.name(),
-                    e.mode,
-                    e.content_hash().unwrap_or(""),
-                    e.link.as_deref().unwrap_or(""),
-                    if matches!(e.kind, Kind::Char | Kind::Block) {
-                        e.rdev
-                    } else {
-                        0
-                    }
-                ));
+                lines.push_line(|l| {
+                    let _ = write!(
+                        l,
+                        "{p}\t{}\t{:o}\t{}\t{}\t{}",
+                        e.kind.name(),
+                        e.mode,
+                        e.content_hash().unwrap_or(""),
+                        e.link.as_deref().unwrap_or(""),
+                        if matches!(e.kind, Kind::Char | Kind::Block) {
+                            e.rdev
+                        } else {
+                            0
+                        }
+                    );
+                });
             };
             if let Some(e) = ctx.entry(resolved) {
                 describe(resolved, e);
@@ -971,17 +979,7 @@ impl Planner<'_> {
                 }
             }
         }
-        // The digest of the lines joined by newlines, without joining them.
-        use std::io::Write as _;
-        let mut hasher = strata_codec::HashingWriter::new(std::io::sink());
-        for (i, line) in lines.iter().enumerate() {
-            let newline: &[u8] = if i == 0 { b"" } else { b"\n" };
-            // Writing to a sink cannot fail.
-            let _ = hasher
-                .write_all(newline)
-                .and(hasher.write_all(line.as_bytes()));
-        }
-        let digest = hasher.finish().1.to_string();
+        let digest = lines.digest();
         let roots = selected.into_iter().map(|(_, _, r, _)| r).collect();
         Ok((digest, files, roots, lines))
     }
@@ -1169,15 +1167,15 @@ struct ManifestDiff {
     removed: HashSet<String>,
 }
 
-fn manifest_diff(old: &[String], new: &[String]) -> ManifestDiff {
+fn manifest_diff(old: &[String], new: &Manifest) -> ManifestDiff {
     let path = |l: &str| l.split('\t').next().unwrap_or_default().to_string();
     let old_lines: HashSet<&str> = old.iter().map(String::as_str).collect();
-    let new_paths: HashSet<String> = new.iter().map(|l| path(l)).collect();
+    let new_paths: HashSet<String> = new.lines().map(path).collect();
     ManifestDiff {
         changed: new
-            .iter()
-            .filter(|l| !l.starts_with("source ") && !old_lines.contains(l.as_str()))
-            .map(|l| path(l))
+            .lines()
+            .filter(|l| !l.starts_with("source ") && !old_lines.contains(l))
+            .map(path)
             .collect(),
         removed: old
             .iter()
@@ -1219,13 +1217,9 @@ fn incremental_diff(
     {
         return None;
     }
-    let sources = |m: &[String]| -> Vec<String> {
-        m.iter()
-            .filter(|l| l.starts_with("source "))
-            .cloned()
-            .collect()
-    };
-    if sources(&record.manifest) != sources(&step.manifest) {
+    let old_sources = record.manifest.iter().filter(|l| l.starts_with("source "));
+    let new_sources = step.manifest.lines().filter(|l| l.starts_with("source "));
+    if !old_sources.eq(new_sources) {
         return None;
     }
     let diff = manifest_diff(&record.manifest, &step.manifest);
@@ -1582,7 +1576,7 @@ impl Exec<'_> {
                 key: step.key.clone(),
                 text: step.text.clone(),
                 inputs: step.inputs.clone(),
-                manifest: step.manifest.clone(),
+                manifest: step.manifest.to_lines(),
             },
         ));
     }
