@@ -188,6 +188,9 @@ impl Context {
             hashed: AtomicUsize::new(0),
             hashed_bytes: AtomicU64::new(0),
         };
+        // Sized once: 20,000 entries moved into a growing vector touched twice the memory.
+        ctx.entries
+            .reserve_exact(listings.values().map(Vec::len).sum());
         ctx.keep_dir(String::new(), &mut listings);
         // Depth-first order is path order but where a name sorts below '/' ("a.b" before
         // "a/x"): nearly sorted, which the stable sort takes in about one pass.

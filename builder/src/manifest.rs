@@ -15,6 +15,14 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
+    /// Room for about `lines` lines, reserved once (growing a large buffer copies it).
+    pub(crate) fn with_capacity(lines: usize) -> Manifest {
+        Manifest {
+            text: String::with_capacity(lines * 128),
+            starts: Vec::with_capacity(lines),
+        }
+    }
+
     /// Appends a line that `write` writes.
     pub(crate) fn push_line(&mut self, write: impl FnOnce(&mut String)) {
         if !self.starts.is_empty() {

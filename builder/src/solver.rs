@@ -947,7 +947,8 @@ impl Planner<'_> {
             .map_err(|e| e.to_string())?;
         let files: Vec<String> = file_entries.iter().map(|(p, _)| p.to_string()).collect();
         use std::fmt::Write as _;
-        let mut lines = Manifest::default();
+        // A line per source, file and directory.
+        let mut lines = Manifest::with_capacity(selected.len() + file_entries.len() * 9 / 8);
         for (src, m, resolved, filter) in &selected {
             // Writing to a String cannot fail.
             lines.push_line(|l| {
