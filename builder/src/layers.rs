@@ -197,41 +197,41 @@ pub(crate) struct LayerStore<'a> {
 
 impl LayerStore<'_> {
     /// Makes sure the snapshot of `layers` (and of each prefix) exists, unpacking missing layers
-    /// from their blobs; returns its id (`None` for no layers).
+    /// from their blobs; returns its id (`None` for no layers). Every snapshot of the stack is
+    /// checked, not only the top: a step's snapshot from an earlier boot reads as absent (it is
+    /// volatile, see `Snapshotter::prepare_volatile`) while the snapshots on top of it remain,
+    /// and it is made again from its blob under the same id, which makes them whole again.
     pub fn ensure_snapshot(&self, layers: &[Layer]) -> Result<Option<String>> {
-        let Some(top) = snapshot_id(layers) else {
+        let Some(ids) = (1..=layers.len())
+            .map(|n| snapshot_id(&layers[..n]))
+            .collect::<Option<Vec<_>>>()
+        else {
             return Ok(None);
         };
-        if self.snapshotter.info(&top).is_ok() {
+        let Some(top) = ids.last().cloned() else {
+            return Ok(None);
+        };
+        let present = |id: &String| self.snapshotter.info(id).is_ok();
+        if ids.iter().all(present) {
             return Ok(Some(top));
         }
         let _guard = self.unpacking.lock().unwrap_or_else(|e| e.into_inner());
-        // The highest prefix that exists already.
-        let mut have = 0;
-        for n in (1..=layers.len()).rev() {
-            if let Some(id) = snapshot_id(&layers[..n])
-                && self.snapshotter.info(&id).is_ok()
-            {
-                have = n;
-                break;
-            }
-        }
         // A layer this build wrote may still be on its way into the store.
         self.commits.wait()?;
-        for n in have + 1..=layers.len() {
-            let layer = &layers[n - 1];
-            let id = snapshot_id(&layers[..n]).unwrap_or_default();
-            let parent = snapshot_id(&layers[..n - 1]);
+        for (n, (layer, id)) in layers.iter().zip(&ids).enumerate() {
+            if present(id) {
+                continue;
+            }
+            let parent = n.checked_sub(1).map(|below| ids[below].as_str());
             let digest = layer.parsed_digest()?;
             let diff_id = parse_digest(&layer.diff_id)?;
             self.fetch(layer)?;
-            self.snapshotter
-                .ensure_layer(&id, parent.as_deref(), &diff_id, || {
-                    self.store
-                        .open_blob(&digest)
-                        .map_err(|e| strata_snapshotter::Error::Read(std::io::Error::other(e)))
-                })?;
-            self.hold(&id, digest);
+            self.snapshotter.ensure_layer(id, parent, &diff_id, || {
+                self.store
+                    .open_blob(&digest)
+                    .map_err(|e| strata_snapshotter::Error::Read(std::io::Error::other(e)))
+            })?;
+            self.hold(id, digest);
         }
         Ok(Some(top))
     }

@@ -1605,7 +1605,11 @@ impl Exec<'_> {
             self.layers.ensure_snapshot(layers)?
         };
         let active = layers::active_id();
-        snapshotter.prepare(&active, parent.as_deref())?;
+        // Volatile: no sync of the step's files, not even when unmounting (0.3 s after a RUN
+        // writing 20,000 files). The snapshot is committed right after the step, trusted only
+        // in this boot, and made again from its layer blob (durable before anything names it)
+        // after a reboot: a crash loses nothing that was promised.
+        snapshotter.prepare_volatile(&active, parent.as_deref())?;
         let guard = ActiveGuard {
             snapshotter,
             id: active.clone(),
@@ -1661,8 +1665,9 @@ impl Exec<'_> {
             unmounted(mount.unmount())?;
             return Err(e);
         }
-        // Unmounting makes overlayfs sync the whole upper file system: that I/O runs while the
-        // layer is made from the upper directory, which needs no mount.
+        // The unmount runs while the layer is made from the upper directory, which needs no
+        // mount (a volatile overlay syncs nothing on unmount, but a kernel without `volatile`
+        // mounts it as usual and syncs the whole upper file system then).
         let parents = if linked { &[][..] } else { layers };
         let layer = std::thread::scope(|scope| {
             let unmounting = scope.spawn(move || mount.unmount());

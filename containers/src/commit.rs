@@ -34,14 +34,14 @@ impl Containers {
         let parent = store.resolve(&config.image_id)?;
         let lease = store.lease()?;
         let mut writer = store.blob_writer(&lease)?;
-        let layer = self.snapshotter()?.write_layer(
-            &config.snapshot,
-            &LayerOptions {
-                compression: Compression::Gzip,
-                ..LayerOptions::default()
-            },
-            &mut writer,
-        )?;
+        let layer_options = LayerOptions {
+            compression: Compression::Gzip,
+            ..LayerOptions::default()
+        };
+        // A missing parent is found before anything is written.
+        let layer = self.on_rootfs(config, |s| {
+            s.write_layer(&config.snapshot, &layer_options, &mut writer)
+        })?;
         let blob = writer.commit()?;
         let media_type = Compression::Gzip
             .oci_layer_media_type()

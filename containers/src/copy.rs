@@ -77,7 +77,7 @@ fn with_root<T>(
     };
     if let Some(_lock) = try_lock(&containers.monitor_lock_path(id), true)? {
         // Not running: mount its snapshot, holding the monitor lock so none starts meanwhile.
-        let mount = containers.snapshotter()?.mount(&record.config.snapshot)?;
+        let mount = containers.on_rootfs(&record.config, |s| s.mount(&record.config.snapshot))?;
         // A path under one of its mounts goes to that mount's host directory.
         let parts = clean(container_path);
         let mut best: Option<(usize, PathBuf)> = None;

@@ -246,7 +246,9 @@ impl Monitor<'_> {
         let snapshotter = self.containers.snapshotter()?;
         // A monitor killed earlier may have left this container's rootfs mounted.
         snapshotter.cleanup()?;
-        let mount = snapshotter.mount(&self.config.snapshot)?;
+        let mount = self
+            .containers
+            .on_rootfs(self.config, |s| s.mount(&self.config.snapshot))?;
         self.fill_volumes(&mount)?;
         let log = LogWriter::open(
             &self.containers.log_path(id),

@@ -72,3 +72,36 @@ pub fn unpack_image(
     }
     Ok(parent)
 }
+
+impl crate::Containers {
+    /// Runs `op` (a mount, a diff) on the container's writable snapshot. Its parents are the
+    /// image's layer snapshots, and one written by a build step is volatile: after a reboot it
+    /// reads as absent (it may have lost files). Then the image's layers are unpacked again
+    /// from their blobs under the same ids, which makes the chain whole, and `op` runs again.
+    pub(crate) fn on_rootfs<T>(
+        &self,
+        config: &crate::ContainerConfig,
+        mut op: impl FnMut(&Snapshotter) -> std::result::Result<T, strata_snapshotter::Error>,
+    ) -> Result<T> {
+        let snapshotter = self.snapshotter()?;
+        match op(snapshotter) {
+            Err(strata_snapshotter::Error::NotFound(id)) if id != config.snapshot => {
+                let store = self.store();
+                let image = store.resolve(&config.image_target)?;
+                if image.id().to_string() != config.image_id {
+                    return Err(Error::Invalid(format!(
+                        "the layers of container {} need unpacking again, but its image {} \
+                         resolves to {}",
+                        config.id,
+                        config.image_id,
+                        image.id()
+                    )));
+                }
+                let lease = store.lease()?;
+                unpack_image(store, &lease, snapshotter, &image)?;
+                Ok(op(snapshotter)?)
+            }
+            other => Ok(other?),
+        }
+    }
+}

@@ -27,6 +27,9 @@ pub(crate) struct OverlaySpec<'a> {
     pub lowers: &'a [PathBuf],
     /// Upper and work directories; without them the mount is read-only.
     pub upper: Option<(&'a Path, &'a Path)>,
+    /// Overlay's `volatile` option (kernel 5.10+, with an upper directory only): no sync of the
+    /// upper file system, not even at unmount. Kernels without it fail with `EINVAL`.
+    pub volatile: bool,
 }
 
 /// How to pass the lower directories to the kernel.
@@ -78,6 +81,9 @@ fn mount_new_api(spec: &OverlaySpec<'_>, target: &Path) -> io::Result<()> {
     for (key, value) in DIFF_OPTIONS {
         rustix::mount::fsconfig_set_string(fd, key, value)?;
     }
+    if spec.volatile {
+        rustix::mount::fsconfig_set_flag(fd, "volatile")?;
+    }
     rustix::mount::fsconfig_create(fd)?;
     let attrs = if spec.upper.is_none() {
         MountAttrFlags::MOUNT_ATTR_RDONLY
@@ -115,6 +121,9 @@ fn mount_legacy(
     }
     for (key, value) in DIFF_OPTIONS {
         data.push_str(&format!(",{key}={value}"));
+    }
+    if spec.volatile {
+        data.push_str(",volatile");
     }
     let data = CString::new(data).map_err(io::Error::other)?;
     let target = absolute(target)?;

@@ -3,7 +3,8 @@
 //! Layout under the root the caller gives (`$STRATA_ROOT/snapshots`):
 //!
 //! ```text
-//! s/<id>/info      state (active|committed) and parent, one `key=value` a line
+//! s/<id>/info      state (active|committed), parent and, for a volatile snapshot, the boot
+//!                  it was written in (`boot=`); one `key=value` a line
 //! s/<id>/fs        overlay: the snapshot's diff (whiteouts in overlay form); copy: the full tree
 //! s/<id>/work      overlay work directory (active snapshots only)
 //! s/<id>/merged    where an active overlay snapshot is mounted
@@ -17,10 +18,18 @@
 //! `[A-Za-z0-9_.:-]`, not starting with `.`. A snapshot appears in `s/` only complete (made in
 //! `tmp/` and renamed), so a process killed at any moment leaves at worst a `tmp/` entry and a
 //! stale mount, both swept by [`Snapshotter::cleanup`].
+//!
+//! Durability: a *volatile* snapshot ([`Snapshotter::prepare_volatile`]) is mounted with
+//! overlay's `volatile` option, so nothing ever syncs its files, and its info records the boot
+//! id. It is trusted only during that boot: after a reboot (a crash may have lost any of its
+//! files, silently) every read treats it as absent and removes it, and callers make it again
+//! from the layer blob it was written as. Every other snapshot is as durable as the file system
+//! makes it (an overlay unmount syncs the upper file system).
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_codec::sha256_digest;
@@ -92,6 +101,9 @@ pub struct SnapshotInfo {
     pub id: String,
     pub parent: Option<String>,
     pub state: State,
+    /// For a volatile snapshot, the boot it was written in (`/proc/sys/kernel/random/boot_id`):
+    /// always the current one, since snapshots of other boots read as absent. `None`: durable.
+    pub boot_id: Option<String>,
 }
 
 /// What [`Snapshotter::cleanup`] removed.
@@ -111,6 +123,29 @@ pub struct Snapshotter {
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// Taken (exclusively) to remove a stale snapshot, so its removal cannot race with a fresh
+/// snapshot installed under the same id.
+const STALE_LOCK: &str = "stale.lock";
+
+/// This boot's id, read once; `None` where `/proc` does not say (volatile snapshots are then
+/// never made, and marked ones never trusted).
+fn current_boot_id() -> Option<&'static str> {
+    static BOOT_ID: OnceLock<Option<String>> = OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+        })
+        .as_deref()
+}
+
+/// Whether a snapshot with this mark may have lost data: it is volatile and of another boot.
+fn is_stale(boot_id: Option<&str>) -> bool {
+    boot_id.is_some_and(|boot| current_boot_id() != Some(boot))
+}
 
 fn io_err(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let path = path.to_path_buf();
@@ -261,6 +296,7 @@ impl Snapshotter {
             let spec = OverlaySpec {
                 lowers: &lowers,
                 upper: Some((&probe.join("upper"), &probe.join("work"))),
+                volatile: false,
             };
             let target = probe.join("merged");
             match overlay::mount_overlay(&spec, &target, Method::NewApi) {
@@ -306,17 +342,64 @@ impl Snapshotter {
             }
             Err(e) => return Err(io_err("reading", &path)(e)),
         };
-        parse_info(id, &text).ok_or_else(|| {
+        let info = parse_info(id, &text).ok_or_else(|| {
             io_err("reading", &path)(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "malformed snapshot info",
             ))
-        })
+        })?;
+        if is_stale(info.boot_id.as_deref()) {
+            self.remove_stale(id)?;
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Ok(info)
     }
 
-    /// A snapshot's state and parent.
+    /// Removes snapshot `id` if it is (still) volatile from another boot. Under an exclusive
+    /// lock: checked again, renamed into `tmp/`, deleted. Whoever comes second finds it gone;
+    /// and no fresh snapshot can be installed under the id while the stale one is there, so
+    /// the lock is all it takes for the check and the rename to be one step.
+    fn remove_stale(&self, id: &str) -> Result<(), Error> {
+        let lock_path = self.root.join(STALE_LOCK);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("locking", &lock_path)(e.into()))?;
+        let dir = self.dir(id);
+        let still_stale = fs::read_to_string(dir.join("info"))
+            .ok()
+            .and_then(|text| parse_info(id, &text))
+            .is_some_and(|info| is_stale(info.boot_id.as_deref()));
+        if !still_stale {
+            return Ok(());
+        }
+        let tmp = self.temp_dir()?;
+        let staged = tmp.join("stale");
+        let renamed = fs::rename(&dir, &staged).map_err(io_err("renaming", &dir));
+        drop(lock);
+        let link = self.root.join("l").join(short_link_name(&self.fs_path(id)));
+        let _ = fs::remove_file(link);
+        let removed = fsutil::remove_all(&tmp).map_err(io_err("removing", &tmp));
+        renamed.and(removed)
+    }
+
+    /// A snapshot's state and parent. A volatile snapshot of another boot is
+    /// [`Error::NotFound`] (and removed), here and everywhere else.
     pub fn info(&self, id: &str) -> Result<SnapshotInfo, Error> {
         self.read_info(id)
+    }
+
+    /// Whether a snapshot directory is there (a stale one is removed first).
+    fn exists(&self, id: &str) -> Result<bool, Error> {
+        match self.read_info(id) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(self.dir(id).exists()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every snapshot, sorted by id.
@@ -357,8 +440,25 @@ impl Snapshotter {
     /// Creates an active snapshot `id` on top of `parent` (committed) for a step to write in.
     /// Mount it with [`Snapshotter::mount`]; afterwards [`Snapshotter::commit`] it.
     pub fn prepare(&self, id: &str, parent: Option<&str>) -> Result<SnapshotInfo, Error> {
+        self.prepare_with(id, parent, None)
+    }
+
+    /// Like [`Snapshotter::prepare`], for a snapshot whose files need not survive a crash:
+    /// its overlay is mounted `volatile` (nothing syncs it, not even the unmount), and it and
+    /// the snapshot it is committed as are trusted only during this boot (see the module
+    /// docs). For what can be made again from elsewhere, like a build step's layer.
+    pub fn prepare_volatile(&self, id: &str, parent: Option<&str>) -> Result<SnapshotInfo, Error> {
+        self.prepare_with(id, parent, current_boot_id())
+    }
+
+    fn prepare_with(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        boot_id: Option<&str>,
+    ) -> Result<SnapshotInfo, Error> {
         validate_id(id)?;
-        if self.dir(id).exists() {
+        if self.exists(id)? {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         self.chain(parent)?;
@@ -380,6 +480,7 @@ impl Snapshotter {
                 id: id.to_string(),
                 parent: parent.map(str::to_string),
                 state: State::Active,
+                boot_id: boot_id.map(str::to_string),
             };
             self.install(&tmp, &info)?;
             Ok(info)
@@ -476,14 +577,37 @@ impl Snapshotter {
         }
         let dir = self.dir(id);
         let (upper, work, target) = (dir.join("fs"), dir.join("work"), dir.join("merged"));
-        let spec = OverlaySpec {
+        let mut spec = OverlaySpec {
             lowers: &lowers,
             upper: Some((&upper, &work)),
+            volatile: info.boot_id.is_some(),
         };
         // Whose mount this is, so `cleanup` in another process leaves it alone while we live.
         let owner = dir.join("mount-pid");
         fs::write(&owner, std::process::id().to_string()).map_err(io_err("writing", &owner))?;
-        self.mount_spec(&spec, &target)?;
+        if spec.volatile {
+            // A volatile mount leaves `work/work/incompat/volatile` behind, and overlay refuses
+            // that work directory until it is gone. Mounted before in this boot, so nothing
+            // was lost: the upper directory is fine to use again.
+            let incompat = work.join("work").join("incompat");
+            fsutil::remove_all(&incompat).map_err(io_err("removing", &incompat))?;
+        }
+        match self.mount_spec(&spec, &target) {
+            // A kernel before 5.10 knows no `volatile`: mount it as usual (synced at unmount),
+            // and drop the mark, since the snapshot is then as durable as any other.
+            Err(Error::Mount { source, .. })
+                if spec.volatile && source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                spec.volatile = false;
+                self.mount_spec(&spec, &target)?;
+                let durable = SnapshotInfo {
+                    boot_id: None,
+                    ..info
+                };
+                replace_info(&dir, &durable)?;
+            }
+            other => other?,
+        }
         Ok(Mount::mounted(target, false))
     }
 
@@ -515,6 +639,7 @@ impl Snapshotter {
         let spec = OverlaySpec {
             lowers: &lowers,
             upper: None,
+            volatile: false,
         };
         if let Err(e) = self.mount_spec(&spec, &target) {
             let _ = fs::remove_dir(&target);
@@ -540,7 +665,7 @@ impl Snapshotter {
                 expected: "active",
             });
         }
-        if self.dir(id).exists() {
+        if self.exists(id)? {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         let dir = self.dir(active);
@@ -563,6 +688,7 @@ impl Snapshotter {
                 id: id.to_string(),
                 parent: info.parent.clone(),
                 state: State::Committed,
+                boot_id: info.boot_id.clone(),
             };
             self.install(&staged, &committed)?;
             Ok(committed)
@@ -684,7 +810,7 @@ impl Snapshotter {
         fill: impl FnOnce(&Path) -> Result<T, Error>,
     ) -> Result<(SnapshotInfo, T), Error> {
         validate_id(id)?;
-        if self.dir(id).exists() {
+        if self.exists(id)? {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         let chain = self.chain(parent)?;
@@ -701,6 +827,7 @@ impl Snapshotter {
                 id: id.to_string(),
                 parent: parent.map(str::to_string),
                 state: State::Committed,
+                boot_id: None,
             };
             self.install(&tmp, &info)?;
             Ok((info, value))
@@ -794,23 +921,40 @@ fn short_link_name(lower: &Path) -> String {
     hex.chars().take(12).collect()
 }
 
-fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
+fn info_text(info: &SnapshotInfo) -> String {
     let mut text = format!("state={}\n", info.state.name());
     if let Some(p) = &info.parent {
         text.push_str(&format!("parent={p}\n"));
     }
+    if let Some(boot) = &info.boot_id {
+        text.push_str(&format!("boot={boot}\n"));
+    }
+    text
+}
+
+fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
     let path = dir.join("info");
-    fs::write(&path, text).map_err(io_err("writing", &path))
+    fs::write(&path, info_text(info)).map_err(io_err("writing", &path))
+}
+
+/// Rewrites the info of a snapshot in place (write beside, rename over): readers see the old
+/// or the new one, never a part.
+fn replace_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
+    let (tmp, path) = (dir.join("info.new"), dir.join("info"));
+    fs::write(&tmp, info_text(info)).map_err(io_err("writing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("renaming", &tmp))
 }
 
 fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {
     let mut state = None;
     let mut parent = None;
+    let mut boot_id = None;
     for line in text.lines() {
         match line.split_once('=')? {
             ("state", "active") => state = Some(State::Active),
             ("state", "committed") => state = Some(State::Committed),
             ("parent", p) => parent = Some(p.to_string()),
+            ("boot", b) => boot_id = Some(b.to_string()),
             _ => return None,
         }
     }
@@ -818,6 +962,7 @@ fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {
         id: id.to_string(),
         parent,
         state: state?,
+        boot_id,
     })
 }
 
