@@ -1,5 +1,6 @@
 //! The build cache in the store's database: step key -> result, step identity -> the inputs of
-//! its last build (to explain the next miss), context directory -> stat cache.
+//! its last build (to explain the next miss) and, apart, the manifest of what it copied from the
+//! context (read only on a miss), context directory -> stat cache.
 //!
 //! A result's layer blob is kept alive by a store GC root `cache:<key>`, so `strata system
 //! prune` (which drops every `cache:` root) and GC free what only the cache holds; a record
@@ -22,8 +23,11 @@ const KEY_VERSION: u32 = 1;
 
 /// step key -> [`CacheRecord`] (JSON).
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.cache");
-/// step identity -> [`StepRecord`] (JSON).
+/// step identity -> [`StepRecord`] (JSON) without its manifest.
 const STEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.steps");
+/// step identity -> [`StepRecord::manifest`] (JSON), where it has one: a line per copied
+/// context file, megabytes for a large context, so a lookup that hits never reads it.
+const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.step-manifests");
 /// context directory -> stat cache.
 const CONTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.contexts");
 
@@ -79,8 +83,9 @@ pub(crate) struct StepRecord {
     pub text: String,
     pub inputs: StepInputs,
     /// For a COPY from the context: one line per selected entry (path, type, mode, content
-    /// hash, link target), to name the files that change and to redo only them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// hash, link target), to name the files that change and to redo only them. Stored apart
+    /// (`MANIFESTS`); read inline from records written before that.
+    #[serde(default, skip_serializing)]
     pub manifest: Vec<String>,
 }
 
@@ -131,7 +136,8 @@ struct StepRecordHead {
 /// Reads the results of `keys` and the records of `identities` (identity, the step's key now).
 /// A record made under the same key comes without its manifest: it is a hit, or (its result
 /// gone) a miss whose reason is not a file and that cannot start from the missing result, so
-/// a no-op rebuild does not read one line per context file.
+/// a no-op rebuild does not read one line per context file. (Records written before manifests
+/// had their own table carry theirs inline.)
 pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[(&str, &str)]) -> Result<Lookup> {
     Ok(store.read_meta(|m| {
         let mut out = Lookup::default();
@@ -145,6 +151,7 @@ pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[(&str, &str)]) 
             }
         }
         if let Some(t) = open(m.transaction(), STEPS)? {
+            let manifests = open(m.transaction(), MANIFESTS)?;
             for (id, key) in identities {
                 let Some(v) = t.get(*id)? else {
                     continue;
@@ -158,9 +165,17 @@ pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[(&str, &str)]) 
                     }),
                     _ => serde_json::from_slice::<StepRecord>(v.value()).ok(),
                 };
-                if let Some(r) = record {
-                    out.steps.insert(id.to_string(), r);
+                let Some(mut r) = record else {
+                    continue;
+                };
+                if r.manifest.is_empty()
+                    && r.key != *key
+                    && let Some(manifests) = &manifests
+                    && let Some(v) = manifests.get(*id)?
+                {
+                    r.manifest = serde_json::from_slice(v.value()).unwrap_or_default();
                 }
+                out.steps.insert(id.to_string(), r);
             }
         }
         Ok(out)
@@ -213,9 +228,15 @@ pub(crate) fn write(store: &Store, updates: &Updates, pending: &Pending) -> Resu
             m.add_root(&format!("{CACHE_HOLDER_PREFIX}{key}"), &digest)?;
         }
         {
-            let mut t = m.transaction().open_table(STEPS)?;
+            let mut steps = m.transaction().open_table(STEPS)?;
+            let mut manifests = m.transaction().open_table(MANIFESTS)?;
             for (id, record) in &updates.steps {
-                t.insert(id.as_str(), json(record).as_slice())?;
+                steps.insert(id.as_str(), json(record).as_slice())?;
+                if record.manifest.is_empty() {
+                    manifests.remove(id.as_str())?;
+                } else {
+                    manifests.insert(id.as_str(), json(&record.manifest).as_slice())?;
+                }
             }
         }
         if let Some((dir, cache)) = &updates.stat_cache {
