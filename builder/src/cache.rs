@@ -151,7 +151,8 @@ pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[(&str, &str)]) 
             }
         }
         if let Some(t) = open(m.transaction(), STEPS)? {
-            let manifests = open(m.transaction(), MANIFESTS)?;
+            // Opened only for a miss: opening reads the table's root page, manifests and all.
+            let mut manifests = None;
             for (id, key) in identities {
                 let Some(v) = t.get(*id)? else {
                     continue;
@@ -168,12 +169,15 @@ pub(crate) fn lookup(store: &Store, keys: &[&str], identities: &[(&str, &str)]) 
                 let Some(mut r) = record else {
                     continue;
                 };
-                if r.manifest.is_empty()
-                    && r.key != *key
-                    && let Some(manifests) = &manifests
-                    && let Some(v) = manifests.get(*id)?
-                {
-                    r.manifest = serde_json::from_slice(v.value()).unwrap_or_default();
+                if r.manifest.is_empty() && r.key != *key {
+                    if manifests.is_none() {
+                        manifests = Some(open(m.transaction(), MANIFESTS)?);
+                    }
+                    if let Some(Some(t)) = &manifests
+                        && let Some(v) = t.get(*id)?
+                    {
+                        r.manifest = serde_json::from_slice(v.value()).unwrap_or_default();
+                    }
                 }
                 out.steps.insert(id.to_string(), r);
             }
