@@ -1,6 +1,8 @@
 //! The build cache in the store's database: step key -> result, step identity -> the inputs of
 //! its last build (to explain the next miss) and, apart, the manifest of what it copied from the
-//! context (read only on a miss), context directory -> stat cache.
+//! context (read only on a miss). Beside the database, one file per context directory holds its
+//! stat cache (`builder-contexts/<sha256 of the path>`): megabytes for a large context, read by
+//! every build of it, which the database would read into a zeroed buffer and copy again.
 //!
 //! A result's layer blob is kept alive by a store GC root `cache:<key>`, so `strata system
 //! prune` (which drops every `cache:` root) and GC free what only the cache holds; a record
@@ -8,6 +10,9 @@
 //! at its end; a fully cached build writes nothing but what changed (usually nothing).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use strata_store::meta::CACHE_HOLDER_PREFIX;
@@ -15,7 +20,7 @@ use strata_store::redb::{self, TableDefinition};
 use strata_store::{Store, StoreError, canonical_json};
 
 use crate::context::StatCache;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::layers::{Layer, Pending};
 
 /// Bumped whenever the meaning of a key changes, so old entries stop matching.
@@ -28,8 +33,6 @@ const STEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.steps"
 /// step identity -> [`StepRecord::manifest`] (JSON), where it has one: a line per copied
 /// context file, megabytes for a large context, so a lookup that hits never reads it.
 const MANIFESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.step-manifests");
-/// context directory -> stat cache.
-const CONTEXTS: TableDefinition<&str, &[u8]> = TableDefinition::new("builder.contexts");
 
 /// What a step produced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,17 +110,35 @@ fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-/// Reads the stat cache of a context directory.
+/// Reads the stat cache of a context directory (empty when there is none).
 pub(crate) fn read_stat_cache(store: &Store, context: &str) -> Result<StatCache> {
-    Ok(store.read_meta(|m| {
-        let Some(t) = open(m.transaction(), CONTEXTS)? else {
-            return Ok(StatCache::default());
-        };
-        Ok(match t.get(context)? {
-            Some(v) => StatCache::decode(v.value().to_vec()),
-            None => StatCache::default(),
-        })
-    })?)
+    let path = stat_cache_path(store, context);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(StatCache::decode(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StatCache::default()),
+        Err(e) => Err(e).ctx(|| format!("reading {}", path.display())),
+    }
+}
+
+fn stat_cache_path(store: &Store, context: &str) -> PathBuf {
+    let name = strata_codec::sha256_digest(context.as_bytes());
+    store.root().join("builder-contexts").join(name.digest())
+}
+
+/// Replaces the stat cache of a context directory: written beside and renamed over, so a
+/// reader sees the old or the new one. Not synced: a cache lost in a crash is rebuilt by
+/// hashing, and a damaged one is read up to the damage.
+fn write_stat_cache(store: &Store, context: &str, cache: &StatCache) -> Result<()> {
+    let path = stat_cache_path(store, context);
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    (|| {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(&tmp, cache.as_bytes())?;
+        fs::rename(&tmp, &path)
+    })()
+    .ctx(|| format!("writing {}", path.display()))
 }
 
 /// Reads the results of `keys`.
@@ -243,12 +264,11 @@ pub(crate) fn write(store: &Store, updates: &Updates, pending: &Pending) -> Resu
                 }
             }
         }
-        if let Some((dir, cache)) = &updates.stat_cache {
-            let mut t = m.transaction().open_table(CONTEXTS)?;
-            t.insert(dir.as_str(), cache.as_bytes())?;
-        }
         Ok(())
     })?;
+    if let Some((dir, cache)) = &updates.stat_cache {
+        write_stat_cache(store, dir, cache)?;
+    }
     Ok(())
 }
 
