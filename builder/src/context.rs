@@ -145,7 +145,7 @@ impl StatKey {
 pub(crate) struct Context {
     root: PathBuf,
     /// Every entry by relative path, sorted by path (bytes): looked up by binary search.
-    entries: Vec<(String, Entry)>,
+    entries: Vec<(String, Box<Entry>)>,
     children: HashMap<String, Vec<String>>,
     /// Excluded directories kept only because a `!` pattern might have re-included something
     /// below them, with nothing re-included.
@@ -277,7 +277,7 @@ impl Context {
             .entries
             .binary_search_by(|(p, _)| p.as_str().cmp(rel))
             .ok()?;
-        Some(&self.entries[i].1)
+        Some(&*self.entries[i].1)
     }
 
     /// Whether `rel` is an excluded directory with nothing re-included below it. Copying its
@@ -303,7 +303,7 @@ impl Context {
         self.entries[start..]
             .iter()
             .take_while(move |(k, _)| k.starts_with(&prefix))
-            .map(|(k, e)| (k, e))
+            .map(|(k, e)| (k, &**e))
     }
 
     pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
@@ -424,7 +424,7 @@ impl Context {
             self.entries
                 .iter()
                 .filter(|(_, e)| e.kind == Kind::File)
-                .map(|(p, e)| (p, e))
+                .map(|(p, e)| (p, &**e))
         };
         // Unchanged (the usual rebuild) is checked without writing the new cache.
         let mut remembered_count = 0;

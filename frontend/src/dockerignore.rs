@@ -338,6 +338,25 @@ impl Matcher {
         Ok(matched)
     }
 
+    /// [`Matcher::matches`] for a path whose parent directory is known not to match (a walk
+    /// decides each directory before reading it). Without `!` patterns no pattern matches that
+    /// parent or its parents, so only the path itself is checked; otherwise this is `matches`.
+    pub fn matches_in_unmatched_dir(&self, path: &str) -> Result<bool, Error> {
+        if self.has_exclusions() {
+            return self.matches(path);
+        }
+        let file = clean_path(path);
+        if file == "." {
+            return Ok(false);
+        }
+        for pattern in &self.patterns {
+            if pattern.matches(&file)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// moby's deprecated `Matches`, which checks the path and only the one parent directory
     /// with as many components as the pattern. Kept because conformance vectors pin the glob
     /// syntax through it; use [`Matcher::matches`] for `.dockerignore`.
@@ -630,6 +649,44 @@ mod tests {
             DirDecision::ExcludeButDescend
         );
         assert!(!m.matches("vendor/x/main.go").unwrap());
+    }
+
+    #[test]
+    fn unmatched_dir_shortcut_agrees_with_matches() {
+        let paths = [
+            "a",
+            "a/b",
+            "a/b/c.go",
+            "src/x.txt",
+            "src/node_modules",
+            "x/y/z/file.md",
+            ".git",
+            "dir/.hidden",
+            "b.log",
+        ];
+        let pattern_sets: [&[&str]; 6] = [
+            &["node_modules"],
+            &["*.log", "**/*.md", "src/*"],
+            &["a/b", "x/*/z"],
+            &["**/.*", "dir"],
+            &["docs", "!docs/README.md", "*.go"],
+            &[],
+        ];
+        for patterns in pattern_sets {
+            let m = Matcher::new(patterns).unwrap();
+            for path in paths {
+                // The shortcut's promise: the parent directory does not match.
+                let parent = parent_dir(path);
+                if parent != "." && m.matches(&parent).unwrap() {
+                    continue;
+                }
+                assert_eq!(
+                    m.matches_in_unmatched_dir(path).unwrap(),
+                    m.matches(path).unwrap(),
+                    "{path} with {patterns:?}"
+                );
+            }
+        }
     }
 
     #[test]

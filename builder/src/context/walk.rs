@@ -32,7 +32,9 @@ pub(super) enum Walk {
 pub(super) struct Found {
     /// Path relative to the context root.
     pub rel: String,
-    pub entry: Entry,
+    /// Boxed: the context moves its entries from the listings into one vector, and moving a
+    /// pointer instead of the entry (~170 bytes) spares faulting in megabytes more.
+    pub entry: Box<Entry>,
     pub walk: Walk,
 }
 
@@ -146,7 +148,10 @@ impl Walker<'_> {
                     DirDecision::Exclude | DirDecision::ExcludeButDescend => continue,
                 }
             } else if kind == Kind::Socket
-                || self.matcher.matches(&child_rel).map_err(pattern_err)?
+                || self
+                    .matcher
+                    .matches_in_unmatched_dir(&child_rel)
+                    .map_err(pattern_err)?
             {
                 continue;
             } else {
@@ -159,7 +164,7 @@ impl Walker<'_> {
             } else {
                 None
             };
-            let entry = Entry {
+            let entry = Box::new(Entry {
                 kind,
                 mode: u32::from(st.stx_mode) & 0o7777,
                 rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
@@ -168,7 +173,7 @@ impl Walker<'_> {
                 stat: StatKey::of(&st),
                 hash: OnceLock::new(),
                 previous: None,
-            };
+            });
             found.push(Found {
                 rel: child_rel,
                 entry,
