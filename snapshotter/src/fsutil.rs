@@ -1,8 +1,9 @@
 //! Small file-system helpers shared by the layer writer, the extractor and the snapshotters.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -14,15 +15,64 @@ pub(crate) fn is_internal_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
+/// Where extended attributes are read from.
+#[derive(Clone, Copy)]
+enum XattrSource<'a> {
+    /// A path, not following a final symlink.
+    Path(&'a Path),
+    /// An open file: no path to walk again.
+    File(BorrowedFd<'a>),
+}
+
+impl XattrSource<'_> {
+    fn list(self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::llistxattr(p, buf),
+            XattrSource::File(fd) => rustix::fs::flistxattr(fd, buf),
+        }
+    }
+
+    fn list_size(self) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::llistxattr_query(p),
+            XattrSource::File(fd) => rustix::fs::flistxattr_query(fd),
+        }
+    }
+
+    fn get(self, name: &OsStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::lgetxattr(p, name, buf),
+            XattrSource::File(fd) => rustix::fs::fgetxattr(fd, name, buf),
+        }
+    }
+
+    fn get_size(self, name: &OsStr) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::lgetxattr_query(p, name),
+            XattrSource::File(fd) => rustix::fs::fgetxattr_query(fd, name),
+        }
+    }
+}
+
 /// The extended attributes of `path` (not following a final symlink) that a layer records,
 /// sorted by name. A file system without xattr support has none.
 pub(crate) fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    layer_xattrs(XattrSource::Path(path))
+}
+
+/// [`xattrs`] of an open file (the layer writer opens a file's content anyway, and reading
+/// by descriptor spares a walk of its whole path).
+pub(crate) fn file_xattrs(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    layer_xattrs(XattrSource::File(file.as_fd()))
+}
+
+fn layer_xattrs(src: XattrSource<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 256];
     let len = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
+        match src.list(&mut names[..]) {
             Ok(n) => break n,
             Err(Errno::RANGE) => {
-                let needed = rustix::fs::llistxattr_query(path)?;
+                let needed = src.list_size()?;
                 names.resize(needed.max(names.len() * 2), 0);
             }
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
@@ -34,8 +84,7 @@ pub(crate) fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if is_internal_xattr(name) {
             continue;
         }
-        let name_os = std::ffi::OsStr::from_bytes(name);
-        if let Some(value) = get_xattr(path, name_os)? {
+        if let Some(value) = read_xattr(src, OsStr::from_bytes(name))? {
             out.push((name.to_vec(), value));
         }
     }
@@ -44,16 +93,20 @@ pub(crate) fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 /// One xattr of `path` (not following a final symlink); `None` when absent.
-pub(crate) fn get_xattr(path: &Path, name: &std::ffi::OsStr) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn get_xattr(path: &Path, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    read_xattr(XattrSource::Path(path), name)
+}
+
+fn read_xattr(src: XattrSource<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let mut value = vec![0u8; 256];
     loop {
-        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+        match src.get(name, &mut value[..]) {
             Ok(n) => {
                 value.truncate(n);
                 return Ok(Some(value));
             }
             Err(Errno::RANGE) => {
-                let needed = rustix::fs::lgetxattr_query(path, name)?;
+                let needed = src.get_size(name)?;
                 value.resize(needed.max(value.len() * 2), 0);
             }
             Err(Errno::NODATA) | Err(Errno::NOTSUP) => return Ok(None),

@@ -325,11 +325,21 @@ impl<W: Write> TarChanges<W> {
                 self.first_link.insert(inode, header.name.clone());
             }
         }
-        header.xattrs = fsutil::xattrs(source)?;
+        // A file with content is opened first, and its xattrs read from the descriptor: one
+        // walk of its path instead of two.
+        let content = if header.entry_type == EntryType::Regular && header.size > 0 {
+            Some(open_content(source)?)
+        } else {
+            None
+        };
+        header.xattrs = match &content {
+            Some(file) => fsutil::file_xattrs(file)?,
+            None => fsutil::xattrs(source)?,
+        };
         self.include_parents(rel, file_type.is_dir())?;
         tarfmt::write_header(&mut self.out, &header)?;
-        if header.entry_type == EntryType::Regular && header.size > 0 {
-            self.content(source, header.size)?;
+        if let Some(file) = content {
+            self.content(file, header.size)?;
         }
         if self.opaque_markers && file_type.is_dir() && fsutil::is_opaque_dir(source)? {
             let mut marker = Header::new(
@@ -343,19 +353,7 @@ impl<W: Write> TarChanges<W> {
     }
 
     /// Copies exactly `size` bytes of a regular file (its size when it was stat'ed).
-    fn content(&mut self, source: &Path, size: u64) -> io::Result<()> {
-        // Reading a file just written would update its access time (relatime): a journalled
-        // inode write per file. O_NOATIME needs the file's owner or CAP_FOWNER.
-        let open = |flags| {
-            File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | flags)
-                .open(source)
-        };
-        let mut file = match open(libc::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0)?,
-            opened => opened?,
-        };
+    fn content(&mut self, mut file: File, size: u64) -> io::Result<()> {
         let mut left = size;
         while left > 0 {
             let want = left.min(self.buf.len() as u64) as usize;
@@ -375,6 +373,22 @@ impl<W: Write> TarChanges<W> {
         }
         self.out
             .write_all(&[0u8; tarfmt::BLOCK][..tarfmt::padding(size)])
+    }
+}
+
+/// Opens a regular file to read its content. Reading a file just written would update its access
+/// time (relatime): a journalled inode write per file. O_NOATIME needs the file's owner or
+/// CAP_FOWNER.
+fn open_content(source: &Path) -> io::Result<File> {
+    let open = |flags| {
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | flags)
+            .open(source)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        opened => opened,
     }
 }
 
