@@ -12,7 +12,8 @@
 //!   -> cache looked up (one read) -> stages run in parallel (bounded by jobs):
 //!        hit: the recorded layer; miss: snapshot of the parent stack -> RUN / COPY / WORKDIR
 //!        -> overlay diff -> layer blob -> snapshot committed as sha256-<ChainID hex>
-//!   -> config + manifest -> store (named) -> cache, holds, stat cache written (one write)
+//!   -> config + manifest -> store (named) -> cache and holds written (one transaction)
+//!   -> the context's stat cache file replaced
 //! ```
 
 mod cache;
