@@ -1,13 +1,14 @@
 //! Small file-system helpers shared by the layer writer, the extractor and the snapshotters.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 /// Overlayfs keeps its own bookkeeping in these xattrs; they never belong in a layer.
@@ -118,24 +119,114 @@ fn read_xattr(src: XattrSource<'_>, name: &OsStr) -> io::Result<Option<Vec<u8>>>
 /// Whether `path` is a directory overlayfs marks opaque (`trusted.overlay.opaque` as root,
 /// `user.overlay.opaque` with the `userxattr` mount option).
 pub(crate) fn is_opaque_dir(path: &Path) -> io::Result<bool> {
+    is_opaque(XattrSource::Path(path))
+}
+
+/// [`is_opaque_dir`] of an open directory.
+pub(crate) fn is_opaque_dir_fd(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    is_opaque(XattrSource::File(dir))
+}
+
+fn is_opaque(src: XattrSource<'_>) -> io::Result<bool> {
     for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if get_xattr(path, key.as_ref())?.as_deref() == Some(b"y") {
+        if read_xattr(src, key.as_ref())?.as_deref() == Some(b"y") {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Whether `meta` describes an overlay whiteout: a character device 0/0.
-pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+/// Whether `stat` describes an overlay whiteout: a character device 0/0.
+pub(crate) fn is_whiteout(stat: &EntryStat) -> bool {
+    stat.file_type == FileType::CharacterDevice && stat.rdev == 0
+}
+
+/// An entry's `lstat`: what a diff compares and a layer records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryStat {
+    pub file_type: FileType,
+    /// Permission bits with setuid, setgid and sticky (no type bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub rdev: u64,
+    pub nlink: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl EntryStat {
+    /// `lstat` of `name` in the open directory `dir`: one path component to look up, where a
+    /// full path would walk every component from the root again.
+    pub(crate) fn at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<EntryStat> {
+        Self::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// `stat` of `path`, following symlinks.
+    pub(crate) fn follow(path: &Path) -> io::Result<EntryStat> {
+        Self::statx(rustix::fs::CWD, path.as_os_str(), AtFlags::empty())
+    }
+
+    fn statx(dir: BorrowedFd<'_>, name: &OsStr, flags: AtFlags) -> io::Result<EntryStat> {
+        let x = rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS)?;
+        let mode = u32::from(x.stx_mode);
+        Ok(EntryStat {
+            file_type: FileType::from_raw_mode(mode),
+            mode: mode & 0o7777,
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            size: x.stx_size,
+            mtime: x.stx_mtime.tv_sec,
+            mtime_nsec: x.stx_mtime.tv_nsec,
+            rdev: rustix::fs::makedev(x.stx_rdev_major, x.stx_rdev_minor),
+            nlink: x.stx_nlink,
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+        })
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        self.file_type == FileType::Directory
+    }
+}
+
+/// Opens directory `name` in `dir` (not following a symlink) to read it and look up its entries.
+pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens directory `path` (a final symlink followed) to read it and look up its entries.
+pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The names in a directory, sorted bytewise (the order Go's `filepath.Walk` visits).
 pub(crate) fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<_>>>()?;
+    sorted_names_in(open_dir(dir)?.as_fd())
+}
+
+/// [`sorted_names`] of an open directory.
+pub(crate) fn sorted_names_in(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
 }

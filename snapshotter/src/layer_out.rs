@@ -11,18 +11,20 @@
 //! overlayfs's own is recorded (containerd: only `security.capability`).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
+use rustix::fs::FileType;
+use rustix::io::Errno;
 use strata_codec::{Compression, Digest, Encoder, EncoderOptions, HashingWriter};
 
 use crate::Error;
 use crate::changes::{self, ChangeKind, ChangeSink};
-use crate::fsutil;
+use crate::fsutil::{self, EntryStat};
 use crate::tarfmt::{self, EntryType, Header};
 
 /// Where a layer's changes come from.
@@ -91,33 +93,33 @@ pub struct LayerDescriptor {
 /// Writes `diff` as a layer to `out` in one streaming pass: tar -> sha256 (diffID) -> encoder ->
 /// sha256 (digest) -> `out`. The same tree and options give the same bytes for any thread count.
 ///
-/// A helper thread walks the tree, reads the files and hashes the tar stream (handed over in
-/// 1 MiB chunks) while the calling thread feeds the compressors and hashes and writes their
-/// output, so file system calls overlap with compression as in `tar | pigz`.
+/// One helper thread walks the diff, a second reads the files and writes the tar stream (handed
+/// over in 1 MiB chunks) while the calling thread hashes it, feeds the compressors and hashes
+/// and writes their output, so file system calls overlap with each other and with compression as in
+/// `tar | pigz`.
 pub fn write_layer<W: Write>(
     diff: &Diff,
     options: &LayerOptions,
     out: W,
 ) -> Result<LayerDescriptor, Error> {
     let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
-    let mut encoder =
-        Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
+    let encoder = Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
+    // The diffID is hashed here, not beside the reading: with many small files the reading
+    // thread is the slowest of the pipeline.
+    let mut tar_in = HashingWriter::new(encoder);
     let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(4);
     let (recycle, spare) = mpsc::sync_channel::<Vec<u8>>(8);
     let (produced, consumed) = std::thread::scope(|scope| {
         let producer = std::thread::Builder::new()
             .name("layer-tar".into())
             .spawn_scoped(scope, move || {
-                // The diffID is hashed here, beside the reading, to spread the work.
-                let mut out = HashingWriter::new(ChunkWriter {
+                let mut out = ChunkWriter {
                     chunk: Vec::with_capacity(CHUNK),
                     chunks,
                     spare,
-                });
+                };
                 write_tar(diff, options.source_date_epoch, &mut out)?;
-                let (mut chunks, diff_id, len) = out.finish();
-                chunks.send()?;
-                Ok((diff_id, len))
+                out.send()
             });
         let producer = match producer {
             Ok(p) => p,
@@ -125,7 +127,7 @@ pub fn write_layer<W: Write>(
         };
         let mut consumed = Ok(());
         for mut chunk in received.iter() {
-            if let Err(e) = encoder.write_all(&chunk) {
+            if let Err(e) = tar_in.write_all(&chunk) {
                 consumed = Err(e);
                 // Dropping the receiver stops the producer at its next chunk.
                 break;
@@ -141,7 +143,8 @@ pub fn write_layer<W: Write>(
     });
     // A write error explains a producer stopped by the closed channel, not the other way round.
     consumed.map_err(Error::Write)?;
-    let (diff_id, uncompressed_size) = produced.map_err(Error::Write)?;
+    produced.map_err(Error::Write)?;
+    let (encoder, diff_id, uncompressed_size) = tar_in.finish();
     let sink = encoder.finish().map_err(Error::Write)?;
     let (mut buffered, digest, size) = sink.finish();
     buffered.flush().map_err(Error::Write)?;
@@ -196,26 +199,111 @@ impl Write for ChunkWriter {
 }
 
 /// The whole tar stream of `diff`, end-of-archive included.
+///
+/// The diff is walked on a thread of its own (directory reads, `lstat`s, comparisons with the
+/// parent view) while this one opens and reads the files and writes the entries: for a layer
+/// of many small files both halves are mostly system calls, and on one thread they were the
+/// slowest part of committing a step.
 fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> io::Result<()> {
     let upper = match diff {
         Diff::Overlay { upper, .. } | Diff::Trees { upper, .. } => upper.clone(),
     };
+    let root_dir = rustix::fs::open(
+        &upper,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| with_path(e.into(), &upper))?;
     let mut tar = TarChanges {
         out,
         root: upper,
+        root_dir,
         source_date_epoch,
         opaque_markers: matches!(diff, Diff::Overlay { lower: None, .. }),
         added_dirs: HashSet::new(),
         first_link: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
     };
-    match diff {
-        Diff::Overlay { upper, lower } => {
-            changes::overlay_changes(upper, lower.as_deref(), &mut tar)?
+    let (batches, received) = mpsc::sync_channel::<Vec<Change>>(8);
+    std::thread::scope(|scope| {
+        let walker = std::thread::Builder::new()
+            .name("layer-walk".into())
+            .spawn_scoped(scope, move || {
+                let mut sink = ChangeBatches {
+                    batch: Vec::with_capacity(BATCH),
+                    batches,
+                };
+                match diff {
+                    Diff::Overlay { upper, lower } => {
+                        changes::overlay_changes(upper, lower.as_deref(), &mut sink)?
+                    }
+                    Diff::Trees { lower, upper } => {
+                        changes::tree_changes(lower.as_deref(), upper, &mut sink)?
+                    }
+                }
+                sink.send()
+            })?;
+        let mut written = Ok(());
+        'batches: for batch in received.iter() {
+            for c in batch {
+                written = tar.change(c.kind, &c.rel, c.stat.as_ref());
+                if written.is_err() {
+                    break 'batches;
+                }
+            }
         }
-        Diff::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut tar)?,
+        // Dropping the receiver stops the walker at its next batch.
+        drop(received);
+        let walked = walker
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("layer walk thread panicked")));
+        // A write error explains a walker stopped by the closed channel, not the other way round.
+        written?;
+        walked?;
+        tarfmt::write_trailer(&mut tar.out)
+    })
+}
+
+/// Changes handed from the walking thread to the writing one per batch.
+const BATCH: usize = 256;
+
+/// One change, as [`ChangeSink::change`] receives it.
+struct Change {
+    kind: ChangeKind,
+    rel: PathBuf,
+    stat: Option<EntryStat>,
+}
+
+/// Collects changes into batches for the channel.
+struct ChangeBatches {
+    batch: Vec<Change>,
+    batches: SyncSender<Vec<Change>>,
+}
+
+impl ChangeBatches {
+    fn send(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.batches
+            .send(full)
+            .map_err(|_| io::Error::other("layer writer stopped"))
     }
-    tarfmt::write_trailer(&mut tar.out)
+}
+
+impl ChangeSink for ChangeBatches {
+    fn change(&mut self, kind: ChangeKind, rel: &Path, stat: Option<&EntryStat>) -> io::Result<()> {
+        self.batch.push(Change {
+            kind,
+            rel: rel.to_path_buf(),
+            stat: stat.copied(),
+        });
+        if self.batch.len() == BATCH {
+            self.send()?;
+        }
+        Ok(())
+    }
 }
 
 /// Turns changes into tar entries, as containerd's `ChangeWriter.HandleChange` does.
@@ -223,6 +311,9 @@ struct TarChanges<W: Write> {
     out: W,
     /// The tree whose directories are written as parents of changed entries.
     root: PathBuf,
+    /// `root`, open: files are opened by their path below it, a walk of a few components
+    /// instead of the whole path per file.
+    root_dir: OwnedFd,
     source_date_epoch: Option<i64>,
     opaque_markers: bool,
     /// Directories already written (relative, no trailing slash).
@@ -254,8 +345,8 @@ impl<W: Write> TarChanges<W> {
             let parent = parent.to_path_buf();
             self.added_dirs.insert(parent.clone());
             let source = self.root.join(&parent);
-            let meta = fs::metadata(&source).map_err(|e| with_path(e, &source))?;
-            self.change(ChangeKind::Modify, &parent, &source, Some(&meta))?;
+            let stat = EntryStat::follow(&source).map_err(|e| with_path(e, &source))?;
+            self.change(ChangeKind::Modify, &parent, Some(&stat))?;
         }
         if is_dir {
             self.added_dirs.insert(rel.to_path_buf());
@@ -279,44 +370,40 @@ impl<W: Write> TarChanges<W> {
         tarfmt::write_header(&mut self.out, &header)
     }
 
-    fn entry(&mut self, rel: &Path, source: &Path, meta: &Metadata) -> io::Result<()> {
-        let file_type = meta.file_type();
-        if file_type.is_socket() {
-            return Ok(());
-        }
+    fn entry(&mut self, rel: &Path, stat: &EntryStat) -> io::Result<()> {
         let mut name = rel.as_os_str().as_bytes().to_vec();
-        let entry_type = if file_type.is_dir() {
-            name.push(b'/');
-            EntryType::Directory
-        } else if file_type.is_symlink() {
-            EntryType::Symlink
-        } else if file_type.is_char_device() {
-            EntryType::Char
-        } else if file_type.is_block_device() {
-            EntryType::Block
-        } else if file_type.is_fifo() {
-            EntryType::Fifo
-        } else {
-            EntryType::Regular
+        let entry_type = match stat.file_type {
+            FileType::Socket => return Ok(()),
+            FileType::Directory => {
+                name.push(b'/');
+                EntryType::Directory
+            }
+            FileType::Symlink => EntryType::Symlink,
+            FileType::CharacterDevice => EntryType::Char,
+            FileType::BlockDevice => EntryType::Block,
+            FileType::Fifo => EntryType::Fifo,
+            _ => EntryType::Regular,
         };
         let mut header = Header::new(name, entry_type);
-        header.mode = meta.mode() & 0o7777;
-        header.uid = u64::from(meta.uid());
-        header.gid = u64::from(meta.gid());
-        header.mtime = self.clamp(meta.mtime());
+        header.mode = stat.mode;
+        header.uid = u64::from(stat.uid);
+        header.gid = u64::from(stat.gid);
+        header.mtime = self.clamp(stat.mtime);
         match entry_type {
-            EntryType::Regular => header.size = meta.size(),
+            EntryType::Regular => header.size = stat.size,
             EntryType::Symlink => {
-                header.link_name = fs::read_link(source)?.into_os_string().into_vec();
+                header.link_name =
+                    rustix::fs::readlinkat(&self.root_dir, rel, Vec::new())?.into_bytes();
             }
             EntryType::Char | EntryType::Block => {
-                header.dev_major = u64::from(rustix::fs::major(meta.rdev()));
-                header.dev_minor = u64::from(rustix::fs::minor(meta.rdev()));
+                header.dev_major = u64::from(rustix::fs::major(stat.rdev));
+                header.dev_minor = u64::from(rustix::fs::minor(stat.rdev));
             }
             _ => {}
         }
-        if !file_type.is_dir() && meta.nlink() > 1 {
-            let inode = (meta.dev(), meta.ino());
+        let is_dir = stat.is_dir();
+        if !is_dir && stat.nlink > 1 {
+            let inode = (stat.dev, stat.ino);
             if let Some(first) = self.first_link.get(&inode) {
                 header.entry_type = EntryType::HardLink;
                 header.link_name = first.clone();
@@ -328,20 +415,20 @@ impl<W: Write> TarChanges<W> {
         // A file with content is opened first, and its xattrs read from the descriptor: one
         // walk of its path instead of two.
         let content = if header.entry_type == EntryType::Regular && header.size > 0 {
-            Some(open_content(source)?)
+            Some(open_content(&self.root_dir, rel)?)
         } else {
             None
         };
         header.xattrs = match &content {
             Some(file) => fsutil::file_xattrs(file)?,
-            None => fsutil::xattrs(source)?,
+            None => fsutil::xattrs(&self.root.join(rel))?,
         };
-        self.include_parents(rel, file_type.is_dir())?;
+        self.include_parents(rel, is_dir)?;
         tarfmt::write_header(&mut self.out, &header)?;
         if let Some(file) = content {
             self.content(file, header.size)?;
         }
-        if self.opaque_markers && file_type.is_dir() && fsutil::is_opaque_dir(source)? {
+        if self.opaque_markers && is_dir && fsutil::is_opaque_dir(&self.root.join(rel))? {
             let mut marker = Header::new(
                 [&header.name[..], b".wh..wh..opq"].concat(),
                 EntryType::Regular,
@@ -376,39 +463,37 @@ impl<W: Write> TarChanges<W> {
     }
 }
 
-/// Opens a regular file to read its content. Reading a file just written would update its access
-/// time (relatime): a journalled inode write per file. O_NOATIME needs the file's owner or
-/// CAP_FOWNER.
-fn open_content(source: &Path) -> io::Result<File> {
+/// Opens regular file `rel` below `dir` to read its content. Reading a file just written would
+/// update its access time (relatime): a journalled inode write per file. O_NOATIME needs the
+/// file's owner or CAP_FOWNER.
+fn open_content(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
     let open = |flags| {
-        File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | flags)
-            .open(source)
+        rustix::fs::openat(
+            dir,
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+            rustix::fs::Mode::empty(),
+        )
     };
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+    let fd = match open(OFlags::NOATIME) {
+        Err(Errno::PERM) => open(OFlags::empty()),
         opened => opened,
-    }
+    }?;
+    Ok(File::from(fd))
 }
 
 impl<W: Write> ChangeSink for TarChanges<W> {
-    fn change(
-        &mut self,
-        kind: ChangeKind,
-        rel: &Path,
-        source: &Path,
-        meta: Option<&Metadata>,
-    ) -> io::Result<()> {
-        let result = match (kind, meta) {
+    fn change(&mut self, kind: ChangeKind, rel: &Path, stat: Option<&EntryStat>) -> io::Result<()> {
+        let result = match (kind, stat) {
             (ChangeKind::Delete, _) | (_, None) => {
                 self.include_parents(rel, false).and_then(|()| {
                     let target = rel.file_name().map_or(&[][..], |n| n.as_bytes()).to_vec();
                     self.whiteout(rel, &target)
                 })
             }
-            (_, Some(meta)) => self.entry(rel, source, meta),
+            (_, Some(stat)) => self.entry(rel, stat),
         };
-        result.map_err(|e| with_path(e, source))
+        result.map_err(|e| with_path(e, &self.root.join(rel)))
     }
 }
