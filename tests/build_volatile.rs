@@ -1,7 +1,8 @@
-//! A build step's snapshot is volatile (never synced) and trusted only in the boot that wrote
-//! it. A crash and reboot are simulated as they look on disk afterwards: another boot id in the
-//! first RUN's snapshot and some of its files gone. Builds, `strata run` and a container made
-//! before the "reboot" must all see the complete files, unpacked again from the layer blob.
+//! A build step's snapshot and an extracted base layer's are volatile (never synced) and trusted
+//! only in the boot that wrote them. A crash and reboot are simulated as they look on disk
+//! afterwards: another boot id in the base's and the first RUN's snapshots, the base's busybox
+//! empty and most of the RUN's files gone. Builds, `strata run` and a container made before the "reboot" must all see the
+//! complete files, unpacked again from the layer blobs.
 
 mod build_support;
 
@@ -40,8 +41,8 @@ fn snapshot_dirs(root: &Root, reference: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a power loss and a reboot leave of a volatile snapshot: another boot, lost files.
-fn crash(snapshot: &Path) {
+/// What a reboot makes of a volatile snapshot: its boot is not this one.
+fn from_another_boot(snapshot: &Path) {
     let info = snapshot.join("info");
     let text = fs::read_to_string(&info).unwrap();
     assert!(text.contains(&format!("boot={}\n", boot_id())), "{text}");
@@ -50,9 +51,6 @@ fn crash(snapshot: &Path) {
         text.replace(&boot_id(), "00000000-0000-4000-8000-000000000000"),
     )
     .unwrap();
-    for i in 3..=10 {
-        fs::remove_file(snapshot.join(format!("fs/data/f{i}"))).unwrap();
-    }
 }
 
 fn complete_listing() -> String {
@@ -72,14 +70,9 @@ fn after_a_crash() -> (Root, tempfile::TempDir) {
     let [base, first_run, second_run] = &snapshots[..] else {
         panic!("{snapshots:?}")
     };
-    // The base image's snapshot is extracted, durable; the RUN steps' are volatile.
-    assert!(
-        !fs::read_to_string(base.join("info"))
-            .unwrap()
-            .contains("boot=")
-    );
-    for run in [first_run, second_run] {
-        let info = fs::read_to_string(run.join("info")).unwrap();
+    // The base image's snapshot (extracted) and the RUN steps' are all volatile.
+    for snapshot in [base, first_run, second_run] {
+        let info = fs::read_to_string(snapshot.join("info")).unwrap();
         assert!(info.contains(&format!("boot={}", boot_id())), "{info}");
     }
     // Its writable snapshot sits on the RUN snapshots.
@@ -97,7 +90,14 @@ fn after_a_crash() -> (Root, tempfile::TempDir) {
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", text(&created.stderr));
-    crash(first_run);
+    // The power loss: the base's busybox (every command) is left empty, as delayed allocation
+    // leaves a file never written back, and the first RUN lost most of its files.
+    from_another_boot(base);
+    fs::File::create(base.join("fs/bin/busybox")).unwrap();
+    from_another_boot(first_run);
+    for i in 3..=10 {
+        fs::remove_file(first_run.join(format!("fs/data/f{i}"))).unwrap();
+    }
     (root, ctx)
 }
 

@@ -23,8 +23,10 @@
 //! overlay's `volatile` option, so nothing ever syncs its files, and its info records the boot
 //! id. It is trusted only during that boot: after a reboot (a crash may have lost any of its
 //! files, silently) every read treats it as absent and removes it, and callers make it again
-//! from the layer blob it was written as. Every other snapshot is as durable as the file system
-//! makes it (an overlay unmount syncs the upper file system).
+//! from the layer blob it was written as. Extracted snapshots ([`Snapshotter::extract_layer`])
+//! are volatile the same way: nothing syncs them either, and their layer is at hand. A snapshot
+//! from [`Snapshotter::prepare`] is synced by its overlay unmount; one from
+//! [`Snapshotter::import_directory`] is as durable as the caller made the directory.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -757,6 +759,10 @@ impl Snapshotter {
 
     /// Makes committed snapshot `id` from a layer stream on top of `parent`, extracting while
     /// the bytes arrive. On any error nothing is left behind.
+    ///
+    /// Nothing syncs the extracted files (a sync per file, or of the whole file system, would
+    /// cost more than the extraction), so the snapshot is volatile: trusted only in this boot,
+    /// and after a reboot extracted again from the layer, which callers keep for that.
     pub fn extract_layer<R: Read>(
         &self,
         id: &str,
@@ -764,7 +770,7 @@ impl Snapshotter {
         reader: R,
         max_uncompressed_size: Option<u64>,
     ) -> Result<(SnapshotInfo, ExtractedLayer), Error> {
-        self.make_committed(id, parent, |fs_dir| {
+        self.make_committed(id, parent, current_boot_id(), |fs_dir| {
             let whiteouts = match self.driver {
                 Driver::Overlay => WhiteoutMode::Overlay,
                 Driver::Copy => WhiteoutMode::Apply,
@@ -787,7 +793,7 @@ impl Snapshotter {
         parent: Option<&str>,
         dir: &Path,
     ) -> Result<SnapshotInfo, Error> {
-        let (info, ()) = self.make_committed(id, parent, |fs_dir| {
+        let (info, ()) = self.make_committed(id, parent, None, |fs_dir| {
             match self.driver {
                 Driver::Overlay => {
                     fs::remove_dir(fs_dir).map_err(io_err("replacing", fs_dir))?;
@@ -807,6 +813,7 @@ impl Snapshotter {
         &self,
         id: &str,
         parent: Option<&str>,
+        boot_id: Option<&str>,
         fill: impl FnOnce(&Path) -> Result<T, Error>,
     ) -> Result<(SnapshotInfo, T), Error> {
         validate_id(id)?;
@@ -827,7 +834,7 @@ impl Snapshotter {
                 id: id.to_string(),
                 parent: parent.map(str::to_string),
                 state: State::Committed,
-                boot_id: None,
+                boot_id: boot_id.map(str::to_string),
             };
             self.install(&tmp, &info)?;
             Ok((info, value))

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
-use strata_snapshotter::{Driver, Error, Snapshotter, State};
+use strata_snapshotter::{Diff, Driver, Error, LayerOptions, Snapshotter, State, write_layer};
 
 fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -163,6 +163,37 @@ fn a_snapshot_of_another_boot_reads_as_absent_and_is_removed() {
         assert!(view.path().join(name).exists(), "{name}");
     }
     drop(view);
+}
+
+#[test]
+fn an_extracted_layer_is_volatile_and_extracted_again_after_a_reboot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sn = Snapshotter::with_driver(tmp.path().join("sn"), Driver::Overlay).unwrap();
+    let content = tmp.path().join("content");
+    fs::create_dir(&content).unwrap();
+    fs::write(content.join("file"), "from the layer").unwrap();
+    let mut blob = Vec::new();
+    let layer = write_layer(
+        &Diff::directory(&content),
+        &LayerOptions::default(),
+        &mut blob,
+    )
+    .unwrap();
+    let extract = || sn.ensure_layer("layer", None, &layer.diff_id, || Ok(&blob[..]));
+
+    assert!(extract().unwrap(), "extracted the first time");
+    let info = sn.info("layer").unwrap();
+    assert_eq!(info.boot_id.as_deref(), Some(boot_id().as_str()));
+    assert!(!extract().unwrap(), "there already in this boot");
+
+    // A power loss left the file empty; after the reboot the layer is extracted again.
+    from_another_boot(&sn, "layer");
+    fs::write(snapshot_dir(&sn, "layer").join("fs/file"), "").unwrap();
+    assert!(extract().unwrap(), "extracted again");
+    assert_eq!(
+        fs::read_to_string(snapshot_dir(&sn, "layer").join("fs/file")).unwrap(),
+        "from the layer"
+    );
 }
 
 #[test]
