@@ -107,43 +107,27 @@ pub fn write_layer<W: Write>(
     // The diffID is hashed here, not beside the reading: with many small files the reading
     // thread is the slowest of the pipeline.
     let mut tar_in = HashingWriter::new(encoder);
-    let (chunks, received) = mpsc::sync_channel::<Vec<u8>>(4);
     let (recycle, spare) = mpsc::sync_channel::<Vec<u8>>(8);
-    let (produced, consumed) = std::thread::scope(|scope| {
-        let producer = std::thread::Builder::new()
-            .name("layer-tar".into())
-            .spawn_scoped(scope, move || {
-                let mut out = ChunkWriter {
-                    chunk: Vec::with_capacity(CHUNK),
-                    chunks,
-                    spare,
-                };
-                write_tar(diff, options.source_date_epoch, &mut out)?;
-                out.send()
-            });
-        let producer = match producer {
-            Ok(p) => p,
-            Err(e) => return (Err(e), Ok(())),
-        };
-        let mut consumed = Ok(());
-        for mut chunk in received.iter() {
-            if let Err(e) = tar_in.write_all(&chunk) {
-                consumed = Err(e);
-                // Dropping the receiver stops the producer at its next chunk.
-                break;
-            }
+    pipeline(
+        "layer-tar",
+        4,
+        move |chunks| {
+            let mut out = ChunkWriter {
+                chunk: Vec::with_capacity(CHUNK),
+                chunks,
+                spare,
+            };
+            write_tar(diff, options.source_date_epoch, &mut out)?;
+            out.send()
+        },
+        |mut chunk: Vec<u8>| {
+            tar_in.write_all(&chunk)?;
             chunk.clear();
             let _ = recycle.try_send(chunk);
-        }
-        drop(received);
-        let produced = producer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("layer tar thread panicked")));
-        (produced, consumed)
-    });
-    // A write error explains a producer stopped by the closed channel, not the other way round.
-    consumed.map_err(Error::Write)?;
-    produced.map_err(Error::Write)?;
+            Ok(())
+        },
+    )
+    .map_err(Error::Write)?;
     let (encoder, diff_id, uncompressed_size) = tar_in.finish();
     let sink = encoder.finish().map_err(Error::Write)?;
     let (mut buffered, digest, size) = sink.finish();
@@ -224,43 +208,54 @@ fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> i
         first_link: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
     };
-    let (batches, received) = mpsc::sync_channel::<Vec<Change>>(8);
-    std::thread::scope(|scope| {
-        let walker = std::thread::Builder::new()
-            .name("layer-walk".into())
-            .spawn_scoped(scope, move || {
-                let mut sink = ChangeBatches {
-                    batch: Vec::with_capacity(BATCH),
-                    batches,
-                };
-                match diff {
-                    Diff::Overlay { upper, lower } => {
-                        changes::overlay_changes(upper, lower.as_deref(), &mut sink)?
-                    }
-                    Diff::Trees { lower, upper } => {
-                        changes::tree_changes(lower.as_deref(), upper, &mut sink)?
-                    }
+    pipeline(
+        "layer-walk",
+        8,
+        move |batches| {
+            let mut sink = ChangeBatches {
+                batch: Vec::with_capacity(BATCH),
+                batches,
+            };
+            match diff {
+                Diff::Overlay { upper, lower } => {
+                    changes::overlay_changes(upper, lower.as_deref(), &mut sink)?
                 }
-                sink.send()
-            })?;
-        let mut written = Ok(());
-        'batches: for batch in received.iter() {
-            for c in batch {
-                written = tar.change(c.kind, &c.rel, c.stat.as_ref());
-                if written.is_err() {
-                    break 'batches;
+                Diff::Trees { lower, upper } => {
+                    changes::tree_changes(lower.as_deref(), upper, &mut sink)?
                 }
             }
-        }
-        // Dropping the receiver stops the walker at its next batch.
+            sink.send()
+        },
+        |batch: Vec<Change>| {
+            batch
+                .iter()
+                .try_for_each(|c| tar.change(c.kind, &c.rel, c.stat.as_ref()))
+        },
+    )?;
+    tarfmt::write_trailer(&mut tar.out)
+}
+
+/// Runs `produce` on a thread named `name`, which hands its items through a channel of
+/// `capacity` to `consume` on this thread. An error of `consume` closes the channel, which stops
+/// the producer at its next item, and is the error returned: it explains the producer's.
+fn pipeline<T: Send>(
+    name: &str,
+    capacity: usize,
+    produce: impl FnOnce(SyncSender<T>) -> io::Result<()> + Send,
+    consume: impl FnMut(T) -> io::Result<()>,
+) -> io::Result<()> {
+    let (items, received) = mpsc::sync_channel::<T>(capacity);
+    std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(scope, move || produce(items))?;
+        let consumed = received.iter().try_for_each(consume);
         drop(received);
-        let walked = walker
+        let produced = producer
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("layer walk thread panicked")));
-        // A write error explains a walker stopped by the closed channel, not the other way round.
-        written?;
-        walked?;
-        tarfmt::write_trailer(&mut tar.out)
+            .unwrap_or_else(|_| Err(io::Error::other(format!("{name} thread panicked"))));
+        consumed?;
+        produced
     })
 }
 
