@@ -26,7 +26,10 @@
 //! from the layer blob it was written as. Extracted snapshots ([`Snapshotter::extract_layer`])
 //! are volatile the same way: nothing syncs them either, and their layer is at hand. A snapshot
 //! from [`Snapshotter::prepare`] is synced by its overlay unmount; one from
-//! [`Snapshotter::import_directory`] is as durable as the caller made the directory.
+//! [`Snapshotter::import_directory`] is as durable as the caller made the directory. The info
+//! file of every durable snapshot is synced, with its entry in `s/`, before anyone can see it, so
+//! an empty info file after a power loss (a volatile snapshot's, never written back) reads as
+//! stale too.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -344,20 +347,20 @@ impl Snapshotter {
             }
             Err(e) => return Err(io_err("reading", &path)(e)),
         };
+        if lost_in_crash(id, &text) {
+            self.remove_stale(id)?;
+            return Err(Error::NotFound(id.to_string()));
+        }
         let info = parse_info(id, &text).ok_or_else(|| {
             io_err("reading", &path)(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "malformed snapshot info",
             ))
         })?;
-        if is_stale(info.boot_id.as_deref()) {
-            self.remove_stale(id)?;
-            return Err(Error::NotFound(id.to_string()));
-        }
         Ok(info)
     }
 
-    /// Removes snapshot `id` if it is (still) volatile from another boot. Under an exclusive
+    /// Removes snapshot `id` if it is (still) lost in a crash (`lost_in_crash`). Under an exclusive
     /// lock: checked again, renamed into `tmp/`, deleted. Whoever comes second finds it gone;
     /// and no fresh snapshot can be installed under the id while the stale one is there, so
     /// the lock is all it takes for the check and the rename to be one step.
@@ -372,10 +375,8 @@ impl Snapshotter {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io_err("locking", &lock_path)(e.into()))?;
         let dir = self.dir(id);
-        let still_stale = fs::read_to_string(dir.join("info"))
-            .ok()
-            .and_then(|text| parse_info(id, &text))
-            .is_some_and(|info| is_stale(info.boot_id.as_deref()));
+        let still_stale =
+            fs::read_to_string(dir.join("info")).is_ok_and(|text| lost_in_crash(id, &text));
         if !still_stale {
             return Ok(());
         }
@@ -504,6 +505,7 @@ impl Snapshotter {
             &dest,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
+            Ok(()) if info.boot_id.is_none() => sync_dir(&self.root.join("s")),
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
                 Err(Error::AlreadyExists(info.id.clone()))
@@ -940,16 +942,47 @@ fn info_text(info: &SnapshotInfo) -> String {
 }
 
 fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
-    let path = dir.join("info");
-    fs::write(&path, info_text(info)).map_err(io_err("writing", &path))
+    write_info_file(&dir.join("info"), info)
+}
+
+/// Writes an info file. A durable snapshot's is synced before the snapshot appears, so after a
+/// power loss an empty info file (what delayed allocation leaves of a file never written back)
+/// can only be a volatile snapshot's, and reads as stale (see `read_info`).
+fn write_info_file(path: &Path, info: &SnapshotInfo) -> Result<(), Error> {
+    let written = (|| {
+        let mut file = fs::File::create(path)?;
+        file.write_all(info_text(info).as_bytes())?;
+        if info.boot_id.is_none() {
+            file.sync_all()?;
+        }
+        Ok(())
+    })();
+    written.map_err(io_err("writing", path))
+}
+
+/// Syncs directory `dir`, so a durable snapshot's entry in it (a rename) survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", dir))
 }
 
 /// Rewrites the info of a snapshot in place (write beside, rename over): readers see the old
 /// or the new one, never a part.
 fn replace_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
     let (tmp, path) = (dir.join("info.new"), dir.join("info"));
-    fs::write(&tmp, info_text(info)).map_err(io_err("writing", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("renaming", &tmp))
+    write_info_file(&tmp, info)?;
+    fs::rename(&tmp, &path).map_err(io_err("renaming", &tmp))?;
+    if info.boot_id.is_none() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Whether an info file's text says the snapshot may have lost files: volatile and of another
+/// boot, or empty (a volatile snapshot's info lost in a crash; a durable one's is synced).
+fn lost_in_crash(id: &str, text: &str) -> bool {
+    text.is_empty() || parse_info(id, text).is_some_and(|info| is_stale(info.boot_id.as_deref()))
 }
 
 fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {

@@ -197,6 +197,28 @@ fn an_extracted_layer_is_volatile_and_extracted_again_after_a_reboot() {
 }
 
 #[test]
+fn an_empty_info_is_a_volatile_snapshot_lost_in_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sn = Snapshotter::with_driver(tmp.path(), Driver::Overlay).unwrap();
+    base(&sn, "base", None);
+    sn.prepare_volatile("step", Some("base")).unwrap();
+    sn.commit("step", "run").unwrap();
+    // Delayed allocation after a power loss: the file is there, its content never was.
+    fs::write(snapshot_dir(&sn, "run").join("info"), "").unwrap();
+    assert!(matches!(sn.info("run"), Err(Error::NotFound(_))));
+    assert!(!snapshot_dir(&sn, "run").exists());
+
+    // A durable snapshot's info is synced before it appears: anything wrong with it is an
+    // error, and its files stay.
+    fs::write(snapshot_dir(&sn, "base").join("info"), "state=unknown\n").unwrap();
+    assert!(
+        sn.info("base")
+            .is_err_and(|e| e.to_string().contains("malformed"))
+    );
+    assert!(snapshot_dir(&sn, "base").join("fs/base").exists());
+}
+
+#[test]
 fn every_reader_and_writer_passes_over_a_stale_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let sn = Snapshotter::with_driver(tmp.path(), Driver::Overlay).unwrap();
