@@ -347,20 +347,20 @@ impl Snapshotter {
             }
             Err(e) => return Err(io_err("reading", &path)(e)),
         };
-        if lost_in_crash(id, &text) {
-            self.remove_stale(id)?;
-            return Err(Error::NotFound(id.to_string()));
-        }
-        let info = parse_info(id, &text).ok_or_else(|| {
-            io_err("reading", &path)(io::Error::new(
+        match read_info_text(id, &text) {
+            InfoText::Trusted(info) => Ok(info),
+            InfoText::LostInCrash => {
+                self.remove_stale(id)?;
+                Err(Error::NotFound(id.to_string()))
+            }
+            InfoText::Malformed => Err(io_err("reading", &path)(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "malformed snapshot info",
-            ))
-        })?;
-        Ok(info)
+            ))),
+        }
     }
 
-    /// Removes snapshot `id` if it is (still) lost in a crash (`lost_in_crash`). Under an exclusive
+    /// Removes snapshot `id` if it is (still) [`InfoText::LostInCrash`]. Under an exclusive
     /// lock: checked again, renamed into `tmp/`, deleted. Whoever comes second finds it gone;
     /// and no fresh snapshot can be installed under the id while the stale one is there, so
     /// the lock is all it takes for the check and the rename to be one step.
@@ -375,8 +375,8 @@ impl Snapshotter {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io_err("locking", &lock_path)(e.into()))?;
         let dir = self.dir(id);
-        let still_stale =
-            fs::read_to_string(dir.join("info")).is_ok_and(|text| lost_in_crash(id, &text));
+        let still_stale = fs::read_to_string(dir.join("info"))
+            .is_ok_and(|text| matches!(read_info_text(id, &text), InfoText::LostInCrash));
         if !still_stale {
             return Ok(());
         }
@@ -947,7 +947,7 @@ fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
 
 /// Writes an info file. A durable snapshot's is synced before the snapshot appears, so after a
 /// power loss an empty info file (what delayed allocation leaves of a file never written back)
-/// can only be a volatile snapshot's, and reads as stale (see `read_info`).
+/// can only be a volatile snapshot's, and reads as stale (see [`InfoText`]).
 fn write_info_file(path: &Path, info: &SnapshotInfo) -> Result<(), Error> {
     let written = (|| {
         let mut file = fs::File::create(path)?;
@@ -979,10 +979,24 @@ fn replace_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether an info file's text says the snapshot may have lost files: volatile and of another
-/// boot, or empty (a volatile snapshot's info lost in a crash; a durable one's is synced).
-fn lost_in_crash(id: &str, text: &str) -> bool {
-    text.is_empty() || parse_info(id, text).is_some_and(|info| is_stale(info.boot_id.as_deref()))
+/// What an info file's text says of its snapshot.
+enum InfoText {
+    Trusted(SnapshotInfo),
+    /// It may have lost files: volatile and of another boot, or its info empty (a volatile
+    /// snapshot's info lost in a crash; a durable one's is synced).
+    LostInCrash,
+    Malformed,
+}
+
+fn read_info_text(id: &str, text: &str) -> InfoText {
+    if text.is_empty() {
+        return InfoText::LostInCrash;
+    }
+    match parse_info(id, text) {
+        Some(info) if is_stale(info.boot_id.as_deref()) => InfoText::LostInCrash,
+        Some(info) => InfoText::Trusted(info),
+        None => InfoText::Malformed,
+    }
 }
 
 fn parse_info(id: &str, text: &str) -> Option<SnapshotInfo> {
