@@ -47,16 +47,12 @@ impl Roots<'_> {
     }
 }
 
-/// `lstat` of `name` in `dir`; `None` when there is no such entry.
+/// `lstat` of `name` in `dir`; `None` when there is no such entry. (One name in an open
+/// directory: no component on the way can be a non-directory.)
 fn lstat_opt(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<EntryStat>> {
     match EntryStat::at(dir, name) {
         Ok(s) => Ok(Some(s)),
-        // Missing, or below a non-directory: absent either way.
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            Ok(None)
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }

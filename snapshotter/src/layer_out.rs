@@ -95,8 +95,8 @@ pub struct LayerDescriptor {
 ///
 /// One helper thread walks the diff, a second reads the files and writes the tar stream (handed
 /// over in 1 MiB chunks) while the calling thread hashes it, feeds the compressors and hashes
-/// and writes their output, so file system calls overlap with each other and with compression as in
-/// `tar | pigz`.
+/// and writes their output, so file system calls overlap with each other and with compression
+/// as in `tar | pigz`.
 pub fn write_layer<W: Write>(
     diff: &Diff,
     options: &LayerOptions,
@@ -192,12 +192,7 @@ fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> i
     let upper = match diff {
         Diff::Overlay { upper, .. } | Diff::Trees { upper, .. } => upper.clone(),
     };
-    let root_dir = rustix::fs::open(
-        &upper,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| with_path(e.into(), &upper))?;
+    let root_dir = fsutil::open_dir(&upper).map_err(|e| with_path(e, &upper))?;
     let mut tar = TarChanges {
         out,
         root: upper,
