@@ -1,8 +1,8 @@
 //! A build step's snapshot and an extracted base layer's are volatile (never synced) and trusted
 //! only in the boot that wrote them. A crash and reboot are simulated as they look on disk
 //! afterwards: another boot id in the base's and the first RUN's snapshots, the base's busybox
-//! empty and most of the RUN's files gone. Builds, `strata run` and a container made before the "reboot" must all see the
-//! complete files, unpacked again from the layer blobs.
+//! empty and most of the RUN's files gone. Builds, `strata run` and a container made before the
+//! "reboot" must all see the complete files, unpacked again from the layer blobs.
 
 mod build_support;
 
