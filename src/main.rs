@@ -92,6 +92,20 @@ enum Command {
     Debug(commands::debug::DebugCommand),
 }
 
+/// Raises the soft limit on open files to the hard limit, as every Go program (dockerd, buildkitd,
+/// runc) does at start. The layer writer holds a descriptor per level of a directory tree, so a
+/// tree deeper than ~1,000 would fail under the common soft limit of 1,024; and RUN steps and
+/// containers inherit the limit, so `ulimit -n` in them shows what it shows under BuildKit and
+/// Docker (soft equal to hard). Failure changes nothing and is not an error.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 fn main() -> ExitCode {
     // The sandbox helper must start before anything else (clap, threads, an async runtime).
     if std::env::args_os()
@@ -108,6 +122,7 @@ fn main() -> ExitCode {
         strata_containers::monitor::monitor_main();
     }
     quiet_on_closed_stdout();
+    raise_open_file_limit();
     let cli = Cli::parse();
     commands::registry::set_offline(cli.offline);
     let result = match cli.command {
