@@ -38,7 +38,7 @@ impl BlobInfo {
 /// deletes its file; files of killed processes are removed by garbage collection. Holding a
 /// [`Lease`] keeps garbage collection away until the blob is referenced.
 pub struct BlobWriter {
-    inner: HashingWriter<BufWriter<File>>,
+    inner: HashingWriter<BufWriter<WritebackFile>>,
     temp: tempfile::TempPath,
     blobs_dir: PathBuf,
     expected: Option<Digest>,
@@ -60,7 +60,7 @@ impl BlobWriter {
             .ctx(|| format!("creating a temporary blob in {}", ingest_dir.display()))?;
         let (file, temp) = temp.into_parts();
         Ok(BlobWriter {
-            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, WritebackFile::new(file))),
             temp,
             blobs_dir,
             expected,
@@ -81,7 +81,8 @@ impl BlobWriter {
         let file = buf
             .into_inner()
             .map_err(|e| e.into_error())
-            .ctx(|| "writing a blob".into())?;
+            .ctx(|| "writing a blob".into())?
+            .file;
         if let Some(expected) = &self.expected
             && *expected != digest
         {
@@ -130,6 +131,60 @@ impl Write for BlobWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// How many written bytes [`WritebackFile`] lets accumulate before it hands them to the disk.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// A blob's temporary file that starts writing its bytes to disk while more are coming, every
+/// [`WRITEBACK_CHUNK`] bytes (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which queues the I/O and
+/// does not wait for it). Without it nothing reaches the disk before the fsync at commit (the
+/// kernel's background writeback starts at a tenth of memory), and that fsync then waits for the
+/// whole blob: 1.2-1.8 s for a 500 MB layer, after all its compression was done. With it, the
+/// disk writes while the layer is being compressed and the fsync waits for the last chunk.
+struct WritebackFile {
+    file: File,
+    written: u64,
+    handed: u64,
+}
+
+impl WritebackFile {
+    fn new(file: File) -> WritebackFile {
+        WritebackFile {
+            file,
+            written: 0,
+            handed: 0,
+        }
+    }
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.handed >= WRITEBACK_CHUNK {
+            start_writeback(&self.file, self.handed, self.written - self.handed);
+            self.handed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Queues the writing of `len` bytes of `file` from `offset` to disk, without waiting. Only an
+/// early start: durability comes from the fsync at commit, so a failure here changes nothing.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range(2) on a descriptor this struct owns; it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -224,4 +279,32 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) -> serde_json::Resu
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(json_err(format!("parsing {what}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writeback_file_hands_over_whole_chunks_and_keeps_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let mut file = WritebackFile::new(File::create(&path).unwrap());
+        // Odd-sized writes, so chunk boundaries fall inside them.
+        let data: Vec<u8> = (0..(3 * WRITEBACK_CHUNK + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for piece in data.chunks(1_000_003) {
+            file.write_all(piece).unwrap();
+        }
+        assert_eq!(file.written, data.len() as u64);
+        assert!(
+            file.handed >= 2 * WRITEBACK_CHUNK && file.written - file.handed < WRITEBACK_CHUNK,
+            "handed {} of {}",
+            file.handed,
+            file.written
+        );
+        drop(file);
+        assert!(fs::read(&path).unwrap() == data);
+    }
 }
