@@ -1,5 +1,5 @@
 //! COPY/ADD sources beyond the context: `--link` layers reused across bases, ADD from http(s)
-//! URLs (checksums, cache by content, ETags, offline refusal) and from git repositories, all
+//! URLs (checksums, cache by content, ETags, offline refusal, `builder prune`) and from git repositories, all
 //! served on 127.0.0.1 by a small file server of the test's own.
 
 mod build_support;
@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -314,6 +314,107 @@ fn add_url_checks_the_checksum_and_is_cached_by_content() {
     );
     let (_, out, _) = run_image(&root, "url:2", &["cat".into(), "/plain".into()]);
     assert_eq!(out, "version 2\n");
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn builder_prune_removes_the_downloads_no_build_holds_and_the_context_caches() {
+    let root = Root::with_busybox();
+    let served = tempfile::tempdir().unwrap();
+    write(served.path(), "tool.txt", "tool\n");
+    let server = FileServer::start(served.path().to_path_buf());
+    let url = server.url("tool.txt");
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM busybox\nADD {url} /tool\nCOPY a.txt /a\nRUN sleep 2\n"),
+    );
+    write(ctx.path(), "a.txt", "a\n");
+    let dir = ctx.path().to_str().unwrap();
+    let (downloads, contexts) = (
+        root.path().join("builder-downloads"),
+        root.path().join("builder-contexts"),
+    );
+    let prune = || {
+        let out = root
+            .strata()
+            .args(["builder", "prune", "-f"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+
+    // While a build runs (here its RUN step), it holds the download it fetched.
+    let mut build = root
+        .strata()
+        .args(["build", "--progress=json", "-t", "pruned", dir])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(build.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "started" && event["name"].as_str().unwrap().contains("RUN sleep") {
+            break;
+        }
+    }
+    let (out, err) = prune();
+    assert!(
+        err.contains("1 download(s) in use by a running build were kept"),
+        "{out}{err}"
+    );
+    lines.for_each(drop);
+    assert!(build.wait().unwrap().success());
+    assert_eq!(entries(&downloads).len(), 1);
+
+    let stat_caches = entries(&contexts);
+    assert_eq!(stat_caches.len(), 1, "{stat_caches:?}");
+    // What killed builds leave: a half-written stat cache of a process that is gone (no pid is
+    // this high), and one whose writer (this process) is alive.
+    let dead = format!("{}.999999999.tmp", stat_caches[0]);
+    let live = format!("{}.{}.tmp", stat_caches[0], std::process::id());
+    write(&contexts, &dead, "partial");
+    write(&contexts, &live, "partial");
+
+    let (out, err) = prune();
+    assert!(out.contains(&format!("download {url}\n")), "{out}");
+    assert!(!err.contains("in use"), "{err}");
+    assert!(entries(&downloads).is_empty());
+    assert_eq!(
+        entries(&contexts),
+        [live],
+        "stat caches and the dead writer's file go"
+    );
+
+    // The next build fetches the URL anew (nothing remembered to ask If-None-Match with).
+    let before = server.seen().len();
+    let ev = ok(&root.build_json(&["--no-cache", "-t", "pruned", dir]));
+    assert!(
+        started(&ev).iter().any(|n| n.contains("ADD http")),
+        "{:?}",
+        started(&ev)
+    );
+    let seen = server.seen();
+    assert!(
+        seen.len() > before && seen[before..].iter().all(|s| s.if_none_match.is_none()),
+        "{seen:?}"
+    );
+    let (_, out, _) = run_image(&root, "pruned", &["cat".into(), "/tool".into()]);
+    assert_eq!(out, "tool\n");
 }
 
 #[test]

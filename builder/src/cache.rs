@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_store::meta::CACHE_HOLDER_PREFIX;
@@ -120,9 +121,49 @@ pub(crate) fn read_stat_cache(store: &Store, context: &str) -> Result<StatCache>
     }
 }
 
+/// Where the stat caches of context directories are kept, under the store's root.
+const CONTEXT_CACHES_DIR: &str = "builder-contexts";
+
 fn stat_cache_path(store: &Store, context: &str) -> PathBuf {
     let name = strata_codec::sha256_digest(context.as_bytes());
-    store.root().join("builder-contexts").join(name.digest())
+    store.root().join(CONTEXT_CACHES_DIR).join(name.digest())
+}
+
+/// Removes the stat caches of context directories (`builder prune`, as BuildKit's drops its
+/// local-source records: the next build of a context hashes its files again), and what killed
+/// builds left half-written. A cache being written by a live build is left to it. Returns the
+/// bytes removed.
+pub fn prune_context_caches(store_root: &Path) -> io::Result<u64> {
+    let entries = match fs::read_dir(store_root.join(CONTEXT_CACHES_DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut reclaimed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if being_written(&entry.file_name()) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        match fs::remove_file(entry.path()) {
+            Ok(()) => reclaimed += meta.blocks() * 512,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reclaimed)
+}
+
+/// Whether `name` is a stat cache's temporary file (`<name>.<pid>.tmp`, see [`write_stat_cache`])
+/// whose writer is still running.
+fn being_written(name: &std::ffi::OsStr) -> bool {
+    let pid = name
+        .to_str()
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.rsplit('.').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Replaces the stat cache of a context directory: written beside and renamed over, so a

@@ -9,13 +9,13 @@
 
 use std::fs;
 
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::FlockOperation;
 use strata_snapshotter::{Diff, ExtractOptions, LayerOptions};
 use strata_store::{Lease, Store};
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::layers::Layer;
-use crate::mounts::{cache_mount_dir, open_cache_mount};
+use crate::mounts::{cache_mount_dir, lock_cache_mount};
 use crate::remote_cache::LayerSource;
 
 fn failed(id: &str, e: impl std::fmt::Display) -> BuildError {
@@ -31,8 +31,8 @@ pub fn export_cache_mount(store: &Store, lease: &Lease, id: &str) -> Result<Opti
     if !cache_mount_dir(store.root(), id).join("data").is_dir() {
         return Ok(None);
     }
-    let (dir, lock) = open_cache_mount(store.root(), id).map_err(|e| failed(id, e))?;
-    flock(&lock, FlockOperation::LockShared).map_err(|e| failed(id, e))?;
+    let (dir, _lock) = lock_cache_mount(store.root(), id, FlockOperation::LockShared)
+        .map_err(|e| failed(id, e))?;
     let data = dir.join("data");
     if !data.is_dir() {
         return Ok(None);
@@ -64,8 +64,8 @@ pub fn import_cache_mount(
     layer: &Layer,
     source: &dyn LayerSource,
 ) -> Result<bool> {
-    let (dir, lock) = open_cache_mount(store.root(), id).map_err(|e| failed(id, e))?;
-    flock(&lock, FlockOperation::LockExclusive).map_err(|e| failed(id, e))?;
+    let (dir, _lock) = lock_cache_mount(store.root(), id, FlockOperation::LockExclusive)
+        .map_err(|e| failed(id, e))?;
     let data = dir.join("data");
     if data.is_dir() {
         return Ok(false);

@@ -34,6 +34,7 @@ mod remote;
 mod remote_cache;
 mod reproducible;
 mod run;
+mod slots;
 mod solver;
 mod source;
 mod work_queue;
@@ -42,17 +43,20 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cache::prune_context_caches;
 pub use cache_mount_transfer::{export_cache_mount, import_cache_mount};
 pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, ImageConfig};
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
-pub use mounts::{CACHE_MOUNTS_DIR, CacheMountPrune, SecretSource, prune_cache_mounts};
+pub use mounts::{CACHE_MOUNTS_DIR, SecretSource, prune_cache_mounts};
 pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use remote::prune_downloads;
 pub use remote_cache::{
     ARTIFACT_TYPE, CACHE_MOUNTS_FIELD, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource,
     artifact_config, artifact_layers, cache_mounts_of_config, entries_of_config, select,
 };
 pub use reproducible::source_date_epoch;
+pub use slots::SlotPrune;
 pub use strata_runtime::spec::Network;
 
 use strata_snapshotter::{LayerOptions, Snapshotter};

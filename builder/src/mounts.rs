@@ -18,7 +18,7 @@
 //! mount-stub cleaner), so no mount leaves an empty file or directory in the layer.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -36,6 +36,7 @@ use strata_runtime::rootpath::resolve_in_root;
 use crate::context::Context;
 use crate::copy::{CopyOptions, copy_path};
 use crate::layers::Layer;
+use crate::slots::{self, SlotPrune};
 use crate::source::SourceRoot;
 
 /// The directory of cache mounts under the store root.
@@ -456,7 +457,14 @@ fn cache_dir(
     let err = |e: io::Error| format!("cache mount {}: {e}", m.id);
     let (dir, lock) = open_cache_mount(inputs.store_root, &m.id).map_err(err)?;
     let data = dir.join("data");
-    let lock_with = |op: FlockOperation| flock(&lock, op).map_err(|e| err(e.into()));
+    // Locks as `op` says; false when prune removed the cache meanwhile (a lock on a deleted
+    // file protects nothing: the cache is opened again). Converting a flock between shared and
+    // exclusive lets go of it for a moment, so every conversion is checked too.
+    let lock_with = |op: FlockOperation| -> Result<bool, String> {
+        flock(&lock, op).map_err(|e| err(e.into()))?;
+        Ok(!slots::was_pruned(&lock))
+    };
+    let again = || cache_dir(inputs, m, from, scratch);
     match m.sharing {
         Sharing::Private => {
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
@@ -465,15 +473,26 @@ fn cache_dir(
                     .map_err(|e| format!("cache mount {}: {e}", m.id))?;
                 return Ok((fresh, None));
             }
+            if slots::was_pruned(&lock) {
+                return again();
+            }
         }
-        Sharing::Locked => lock_with(FlockOperation::LockExclusive)?,
+        Sharing::Locked => {
+            if !lock_with(FlockOperation::LockExclusive)? {
+                return again();
+            }
+        }
         Sharing::Shared => {
-            lock_with(FlockOperation::LockShared)?;
+            if !lock_with(FlockOperation::LockShared)? {
+                return again();
+            }
             if data.is_dir() {
                 return Ok((data, Some(lock)));
             }
             // Made under the exclusive lock, then shared again.
-            lock_with(FlockOperation::LockExclusive)?;
+            if !lock_with(FlockOperation::LockExclusive)? {
+                return again();
+            }
         }
     }
     if !data.is_dir() {
@@ -482,8 +501,8 @@ fn cache_dir(
         fill_cache(&tmp, m, from, scratch).map_err(|e| format!("cache mount {}: {e}", m.id))?;
         fs::rename(&tmp, &data).map_err(err)?;
     }
-    if m.sharing == Sharing::Shared {
-        lock_with(FlockOperation::LockShared)?;
+    if m.sharing == Sharing::Shared && !lock_with(FlockOperation::LockShared)? {
+        return again();
     }
     Ok((data, Some(lock)))
 }
@@ -499,17 +518,27 @@ pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
 /// `id` file written and its `lock` file open (not locked yet).
 pub(crate) fn open_cache_mount(store_root: &Path, id: &str) -> io::Result<(PathBuf, File)> {
     let dir = cache_mount_dir(store_root, id);
-    fs::create_dir_all(&dir)?;
+    let lock = slots::open_lock(&dir)?;
     let id_file = dir.join("id");
     if !id_file.exists() {
         fs::write(&id_file, id)?;
     }
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
     Ok((dir, lock))
+}
+
+/// [`open_cache_mount`] with its lock taken as `op` (blocking), on a cache prune has not removed.
+pub(crate) fn lock_cache_mount(
+    store_root: &Path,
+    id: &str,
+    op: FlockOperation,
+) -> io::Result<(PathBuf, File)> {
+    loop {
+        let (dir, lock) = open_cache_mount(store_root, id)?;
+        flock(&lock, op)?;
+        if !slots::was_pruned(&lock) {
+            return Ok((dir, lock));
+        }
+    }
 }
 
 /// Makes a new cache directory: the mount's `from`/`source` copied in (or empty), its root
@@ -534,60 +563,12 @@ fn fill_cache(dir: &Path, m: &RunMount, from: Option<&Path>, scratch: &Path) -> 
         .map_err(|e| e.to_string())
 }
 
-/// What [`prune_cache_mounts`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheMountPrune {
-    /// Ids of the caches removed.
-    pub removed: Vec<String>,
-    /// Bytes their files took.
-    pub reclaimed: u64,
-    /// Caches kept because a build holds them.
-    pub in_use: usize,
-}
-
-/// Removes every cache mount directory under `store_root` that no build holds.
-pub fn prune_cache_mounts(store_root: &Path) -> io::Result<CacheMountPrune> {
-    let mut report = CacheMountPrune::default();
-    let base = store_root.join(CACHE_MOUNTS_DIR);
-    let entries = match fs::read_dir(&base) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let dir = entry?.path();
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-            report.in_use += 1;
-            continue;
-        }
-        let id = fs::read_to_string(dir.join("id")).unwrap_or_default();
-        report.reclaimed += disk_usage(&dir);
-        fs::remove_dir_all(&dir)?;
-        report.removed.push(id);
-    }
-    Ok(report)
-}
-
-fn disk_usage(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir()
-        && let Ok(entries) = fs::read_dir(path)
-    {
-        total += entries
-            .flatten()
-            .map(|e| disk_usage(&e.path()))
-            .sum::<u64>();
-    }
-    total
+/// Removes every cache mount directory under `store_root` that no build holds; the report
+/// names each by its id.
+pub fn prune_cache_mounts(store_root: &Path) -> io::Result<SlotPrune> {
+    slots::prune(&store_root.join(CACHE_MOUNTS_DIR), |dir| {
+        fs::read_to_string(dir.join("id")).unwrap_or_default()
+    })
 }
 
 /// A private tmpfs mounted on the host at a directory, unmounted (contents gone) on drop.

@@ -4,7 +4,8 @@
 //! (BuildKit's http source): an unchanged file on the server is a cache hit even though it was
 //! asked for again. Downloads are kept under the store (`builder-downloads/<sha256 of the URL>`)
 //! with the server's ETag, which is sent back as `If-None-Match`, so an unchanged file is not
-//! transferred twice. A git source is resolved to a commit while planning (`git ls-remote`),
+//! transferred twice. A build holds the download's slot (see `slots`) from the fetch until it
+//! ends, so `strata builder prune` ([`prune_downloads`]) removes only what no build uses. A git source is resolved to a commit while planning (`git ls-remote`),
 //! which is its key, and checked out only when its step runs.
 //!
 //! `STRATA_OFFLINE` is about registries; remote sources on loopback are always allowed, others
@@ -17,6 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,7 @@ use strata_frontend::eval::ExpandedAdd;
 use time::macros::format_description;
 
 use crate::copy::{CopyOptions, copy_path};
+use crate::slots::{self, SlotPrune};
 use crate::source::SourceRoot;
 
 /// What kind of remote source an ADD source is (BuildKit's `isHTTPSource` / `isGitURL`).
@@ -65,9 +68,14 @@ pub(crate) enum Remote {
     },
 }
 
+/// Where downloads are kept, under the store's root.
+pub(crate) const DOWNLOADS_DIR: &str = "builder-downloads";
+
 /// A downloaded file: `dir` holds it, alone, under `name`.
 #[derive(Debug, Clone)]
 pub(crate) struct Download {
+    /// The shared lock on the download's slot, which keeps prune away while this lives.
+    _hold: Arc<File>,
     pub url: String,
     pub dir: PathBuf,
     pub name: String,
@@ -80,6 +88,9 @@ pub(crate) struct Download {
 /// What is remembered of a URL between builds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Remembered {
+    /// For `builder prune`'s report (absent in what older versions wrote).
+    #[serde(default)]
+    url: String,
     etag: Option<String>,
     name: String,
     digest: String,
@@ -151,7 +162,7 @@ pub(crate) fn fetch_url(
 ) -> Result<Download, String> {
     check_offline(url, host_of(url))?;
     let slot = cache_root.join(strata_codec::sha256_digest(url.as_bytes()).digest());
-    fs::create_dir_all(&slot).map_err(|e| format!("creating {}: {e}", slot.display()))?;
+    let hold = slots::hold_shared(&slot).map_err(|e| format!("opening {}: {e}", slot.display()))?;
     let meta_path = slot.join("meta.json");
     let remembered: Option<Remembered> = fs::read(&meta_path)
         .ok()
@@ -216,6 +227,7 @@ pub(crate) fn fetch_url(
                 fs::rename(&tmp.0, &dest).map_err(|e| format!("{url}: {e}"))?;
             }
             let known = Remembered {
+                url: url.to_string(),
                 etag,
                 name,
                 digest,
@@ -235,11 +247,24 @@ pub(crate) fn fetch_url(
         return Err(format!("digest mismatch {expected}: {}", known.digest));
     }
     Ok(Download {
+        _hold: Arc::new(hold),
         url: url.to_string(),
         dir: content_dir(&slot, &known.digest),
         name: known.name,
         digest: known.digest,
         mtime: known.mtime,
+    })
+}
+
+/// Removes every download no running build holds; the report names each by its URL.
+pub fn prune_downloads(store_root: &Path) -> io::Result<SlotPrune> {
+    slots::prune(&store_root.join(DOWNLOADS_DIR), |slot| {
+        fs::read(slot.join("meta.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Remembered>(&b).ok())
+            .map(|r| r.url)
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| slot.display().to_string())
     })
 }
 

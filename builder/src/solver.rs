@@ -692,7 +692,7 @@ impl Planner<'_> {
                             )
                         }
                         Expanded::Add(a) => {
-                            let downloads = self.b.store.root().join("builder-downloads");
+                            let downloads = self.b.store.root().join(remote::DOWNLOADS_DIR);
                             let (local, remotes, keyed) =
                                 remote::plan_sources(a, &downloads).map_err(step_error)?;
                             inputs.sources.extend(keyed);

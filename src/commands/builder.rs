@@ -15,7 +15,7 @@ use super::prune::{confirm, delete_snapshot};
 
 #[derive(Debug, Subcommand)]
 pub enum BuilderCommand {
-    /// Remove the build cache: cached step results and RUN cache mounts.
+    /// Remove the build cache: cached step results, RUN cache mounts, ADD's downloads.
     Prune(BuilderPruneArgs),
 }
 
@@ -35,8 +35,9 @@ pub fn run(cmd: BuilderCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Docker's `builder prune`: every cache mount no build holds, then the `cache:` GC roots of
-/// step results and a collection of what only they kept. Images are left alone.
+/// Docker's `builder prune`: every cache mount and ADD download no build holds, the context
+/// stat caches, then the `cache:` GC roots of step results and a collection of what only they
+/// kept. Images are left alone.
 fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
     let what = if args.all {
         "all build cache"
@@ -49,6 +50,10 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let mounts = strata_builder::prune_cache_mounts(store.root())
         .context("removing the RUN cache mounts")?;
+    let downloads =
+        strata_builder::prune_downloads(store.root()).context("removing ADD's downloads")?;
+    let contexts = strata_builder::prune_context_caches(store.root())
+        .context("removing the context stat caches")?;
     let report = store.gc(
         &GcOptions {
             images: ImagePrune::None,
@@ -56,25 +61,36 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
         },
         &mut delete_snapshot,
     )?;
-    if !mounts.removed.is_empty() || !report.deleted_blobs.is_empty() {
+    let removed = mounts
+        .removed
+        .iter()
+        .map(|id| format!("cache mount {id}"))
+        .chain(
+            downloads
+                .removed
+                .iter()
+                .map(|url| format!("download {url}")),
+        )
+        .chain(report.deleted_blobs.iter().map(ToString::to_string))
+        .collect::<Vec<_>>();
+    if !removed.is_empty() {
         println!("Deleted build cache objects:");
-        for id in &mounts.removed {
-            println!("cache mount {id}");
-        }
-        for d in &report.deleted_blobs {
-            println!("{d}");
+        for line in &removed {
+            println!("{line}");
         }
         println!();
     }
-    if mounts.in_use > 0 {
-        eprintln!(
-            "{} cache mount(s) in use by a running build were kept",
-            mounts.in_use
-        );
+    for (count, what) in [
+        (mounts.in_use, "cache mount(s)"),
+        (downloads.in_use, "download(s)"),
+    ] {
+        if count > 0 {
+            eprintln!("{count} {what} in use by a running build were kept");
+        }
     }
     println!(
         "Total reclaimed space: {}",
-        human_size(report.reclaimed + mounts.reclaimed)
+        human_size(report.reclaimed + mounts.reclaimed + downloads.reclaimed + contexts)
     );
     Ok(ExitCode::SUCCESS)
 }
