@@ -1,6 +1,6 @@
 //! COPY/ADD sources beyond the context: `--link` layers reused across bases, ADD from http(s)
-//! URLs (checksums, cache by content, ETags, offline refusal, `builder prune`) and from git repositories, all
-//! served on 127.0.0.1 by a small file server of the test's own.
+//! URLs (checksums, cache by content, ETags, offline refusal, `builder prune`) and from git
+//! repositories, all served on 127.0.0.1 by a small file server of the test's own.
 
 mod build_support;
 

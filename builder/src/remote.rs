@@ -5,8 +5,9 @@
 //! asked for again. Downloads are kept under the store (`builder-downloads/<sha256 of the URL>`)
 //! with the server's ETag, which is sent back as `If-None-Match`, so an unchanged file is not
 //! transferred twice. A build holds the download's slot (see `slots`) from the fetch until it
-//! ends, so `strata builder prune` ([`prune_downloads`]) removes only what no build uses. A git source is resolved to a commit while planning (`git ls-remote`),
-//! which is its key, and checked out only when its step runs.
+//! ends, so `strata builder prune` ([`prune_downloads`]) removes only what no build uses. A git
+//! source is resolved to a commit while planning (`git ls-remote`), which is its key, and checked
+//! out only when its step runs.
 //!
 //! `STRATA_OFFLINE` is about registries; remote sources on loopback are always allowed, others
 //! are refused while it is set.

@@ -27,9 +27,9 @@
 //! are volatile the same way: nothing syncs them either, and their layer is at hand. A snapshot
 //! from [`Snapshotter::prepare`] is synced by its overlay unmount; one from
 //! [`Snapshotter::import_directory`] is as durable as the caller made the directory. The info
-//! file of every durable snapshot is synced, with its entry in `s/`, before anyone can see it, so
-//! an empty info file after a power loss (a volatile snapshot's, never written back) reads as
-//! stale too.
+//! file of every durable snapshot is synced, with its directory and that directory's entry in
+//! `s/`, before anyone can see it, so an empty info file after a power loss (a volatile
+//! snapshot's, never written back) reads as stale too.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -497,6 +497,10 @@ impl Snapshotter {
     /// Writes `info` into the finished temporary directory and renames it into place.
     fn install(&self, tmp: &Path, info: &SnapshotInfo) -> Result<(), Error> {
         write_info(tmp, info)?;
+        if info.boot_id.is_none() {
+            // The info's entry in its directory, which POSIX does not sync with the file.
+            sync_dir(tmp)?;
+        }
         let dest = self.dir(&info.id);
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
