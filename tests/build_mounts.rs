@@ -235,7 +235,7 @@ fn secrets_reach_the_command_and_nothing_else() {
 }
 
 #[test]
-fn cache_mounts_persist_across_builds_until_builder_prune() {
+fn cache_mounts_persist_across_builds_until_builder_or_system_prune() {
     let root = Root::with_busybox();
     let ctx = tempfile::tempdir().unwrap();
     write(
@@ -305,6 +305,21 @@ fn cache_mounts_persist_across_builds_until_builder_prune() {
     let after = ok(&build("3"));
     assert!(!ran(&after).is_empty());
     assert_eq!(file_in_image(&root, "cache:3", "/seen").unwrap(), "3\n");
+
+    // `system prune` removes the build cache too, cache mounts included, as Docker's does.
+    assert_eq!(fs::read_dir(&mounts_dir).unwrap().count(), 2);
+    let pruned = root
+        .strata()
+        .args(["system", "prune", "-f"])
+        .output()
+        .unwrap();
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    let out = text(&pruned.stdout);
+    assert!(out.contains("Deleted build cache objects:\n"), "{out}");
+    for line in ["cache mount /var/cache/app\n", "cache mount app2\n"] {
+        assert!(out.contains(line), "{out}");
+    }
+    assert_eq!(fs::read_dir(&mounts_dir).unwrap().count(), 0);
 }
 
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -35,9 +35,50 @@ pub fn run(cmd: BuilderCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Docker's `builder prune`: every cache mount and ADD download no build holds, the context
-/// stat caches, then the `cache:` GC roots of step results and a collection of what only they
-/// kept. Images are left alone.
+/// What [`prune_build_dirs`] removed and kept.
+pub(super) struct BuildDirsPruned {
+    /// A line per removed cache mount (`cache mount ID`) and download (`download URL`).
+    pub removed: Vec<String>,
+    pub reclaimed: u64,
+    /// What was kept because a running build holds it, as a line for standard error.
+    pub kept: Vec<String>,
+}
+
+/// The part of the build cache kept beside the store's records: RUN cache mounts and ADD
+/// downloads no build holds, and the context stat caches. `builder prune` and `system prune`
+/// remove it, as Docker's both prune BuildKit's cache.
+pub(super) fn prune_build_dirs(store_root: &Path) -> anyhow::Result<BuildDirsPruned> {
+    let mounts =
+        strata_builder::prune_cache_mounts(store_root).context("removing the RUN cache mounts")?;
+    let downloads =
+        strata_builder::prune_downloads(store_root).context("removing ADD's downloads")?;
+    let contexts = strata_builder::prune_context_caches(store_root)
+        .context("removing the context stat caches")?;
+    let removed = (mounts.removed.iter().map(|id| format!("cache mount {id}")))
+        .chain(
+            downloads
+                .removed
+                .iter()
+                .map(|url| format!("download {url}")),
+        )
+        .collect();
+    let kept = [
+        (mounts.in_use, "cache mount(s)"),
+        (downloads.in_use, "download(s)"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what} in use by a running build were kept"))
+    .collect();
+    Ok(BuildDirsPruned {
+        removed,
+        reclaimed: mounts.reclaimed + downloads.reclaimed + contexts,
+        kept,
+    })
+}
+
+/// Docker's `builder prune`: [`prune_build_dirs`], then the `cache:` GC roots of step results
+/// and a collection of what only they kept. Images are left alone.
 fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
     let what = if args.all {
         "all build cache"
@@ -48,12 +89,7 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store()?;
-    let mounts = strata_builder::prune_cache_mounts(store.root())
-        .context("removing the RUN cache mounts")?;
-    let downloads =
-        strata_builder::prune_downloads(store.root()).context("removing ADD's downloads")?;
-    let contexts = strata_builder::prune_context_caches(store.root())
-        .context("removing the context stat caches")?;
+    let dirs = prune_build_dirs(store.root())?;
     let report = store.gc(
         &GcOptions {
             images: ImagePrune::None,
@@ -61,38 +97,28 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
         },
         &mut delete_snapshot,
     )?;
-    let removed = mounts
-        .removed
-        .iter()
-        .map(|id| format!("cache mount {id}"))
-        .chain(
-            downloads
-                .removed
-                .iter()
-                .map(|url| format!("download {url}")),
-        )
-        .chain(report.deleted_blobs.iter().map(ToString::to_string))
-        .collect::<Vec<_>>();
-    if !removed.is_empty() {
+    let blobs = report.deleted_blobs.iter().map(ToString::to_string);
+    print_removed_build_cache(dirs.removed.iter().cloned().chain(blobs));
+    for line in &dirs.kept {
+        eprintln!("{line}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed + dirs.reclaimed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Docker's "Deleted build cache objects:" list (nothing when there is nothing).
+pub(super) fn print_removed_build_cache(lines: impl IntoIterator<Item = String>) {
+    let mut lines = lines.into_iter().peekable();
+    if lines.peek().is_some() {
         println!("Deleted build cache objects:");
-        for line in &removed {
+        for line in lines {
             println!("{line}");
         }
         println!();
     }
-    for (count, what) in [
-        (mounts.in_use, "cache mount(s)"),
-        (downloads.in_use, "download(s)"),
-    ] {
-        if count > 0 {
-            eprintln!("{count} {what} in use by a running build were kept");
-        }
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(report.reclaimed + mounts.reclaimed + downloads.reclaimed + contexts)
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `--secret id=X[,src=FILE|,env=VAR][,type=file|env]` as buildx reads it: `source`/`src`

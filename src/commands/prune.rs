@@ -81,6 +81,11 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
         return Ok(ExitCode::SUCCESS);
     }
     let store = open_store()?;
+    let dirs = if build_cache {
+        Some(super::builder::prune_build_dirs(store.root())?)
+    } else {
+        None
+    };
     let options = GcOptions {
         images: if args.all {
             ImagePrune::Unused
@@ -91,6 +96,15 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     };
     let report = store.gc(&options, &mut delete_snapshot)?;
     print_report(&report);
+    let mut reclaimed = report.reclaimed;
+    if let Some(dirs) = dirs {
+        super::builder::print_removed_build_cache(dirs.removed);
+        for line in &dirs.kept {
+            eprintln!("{line}");
+        }
+        reclaimed += dirs.reclaimed;
+    }
+    println!("Total reclaimed space: {}", human_size(reclaimed));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -106,6 +120,7 @@ pub(crate) fn confirm(what: &str) -> anyhow::Result<bool> {
     ))
 }
 
+/// Docker's "Deleted Images:" list (nothing when no image was removed).
 fn print_report(report: &GcReport) {
     if !report.removed_images.is_empty() {
         println!("Deleted Images:");
@@ -120,7 +135,6 @@ fn print_report(report: &GcReport) {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", human_size(report.reclaimed));
 }
 
 /// Sizes of what images reach, what only the build cache reaches, and what nothing does.
