@@ -1071,7 +1071,7 @@ fn load_context(b: &Builder, req: &BuildRequest) -> Result<Context> {
         }
     }
     let matcher = Matcher::new(&patterns)?;
-    let previous = cache::read_stat_cache(&b.store, &root.to_string_lossy())?;
+    let previous = || cache::read_stat_cache(&b.store, &root.to_string_lossy());
     Context::walk(&root, &matcher, previous, b.jobs.max(2))
 }
 
