@@ -516,14 +516,20 @@ pub(crate) fn cache_mount_dir(store_root: &Path, id: &str) -> PathBuf {
 
 /// Opens (making it on first use) the directory of cache mount `id` under `store_root`, with its
 /// `id` file written and its `lock` file open (not locked yet).
-pub(crate) fn open_cache_mount(store_root: &Path, id: &str) -> io::Result<(PathBuf, File)> {
+fn open_cache_mount(store_root: &Path, id: &str) -> io::Result<(PathBuf, File)> {
     let dir = cache_mount_dir(store_root, id);
     let lock = slots::open_lock(&dir)?;
+    write_cache_id(&dir, id)?;
+    Ok((dir, lock))
+}
+
+/// Names cache mount `id` in its directory, for `builder prune`'s report (once).
+fn write_cache_id(dir: &Path, id: &str) -> io::Result<()> {
     let id_file = dir.join("id");
     if !id_file.exists() {
         fs::write(&id_file, id)?;
     }
-    Ok((dir, lock))
+    Ok(())
 }
 
 /// [`open_cache_mount`] with its lock taken as `op` (blocking), on a cache prune has not removed.
@@ -532,13 +538,10 @@ pub(crate) fn lock_cache_mount(
     id: &str,
     op: FlockOperation,
 ) -> io::Result<(PathBuf, File)> {
-    loop {
-        let (dir, lock) = open_cache_mount(store_root, id)?;
-        flock(&lock, op)?;
-        if !slots::was_pruned(&lock) {
-            return Ok((dir, lock));
-        }
-    }
+    let dir = cache_mount_dir(store_root, id);
+    let lock = slots::hold(&dir, op)?;
+    write_cache_id(&dir, id)?;
+    Ok((dir, lock))
 }
 
 /// Makes a new cache directory: the mount's `from`/`source` copied in (or empty), its root

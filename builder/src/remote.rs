@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 use strata_codec::HashingWriter;
 use strata_frontend::eval::ExpandedAdd;
@@ -163,7 +164,8 @@ pub(crate) fn fetch_url(
 ) -> Result<Download, String> {
     check_offline(url, host_of(url))?;
     let slot = cache_root.join(strata_codec::sha256_digest(url.as_bytes()).digest());
-    let hold = slots::hold_shared(&slot).map_err(|e| format!("opening {}: {e}", slot.display()))?;
+    let hold = slots::hold(&slot, FlockOperation::LockShared)
+        .map_err(|e| format!("opening {}: {e}", slot.display()))?;
     let meta_path = slot.join("meta.json");
     let remembered: Option<Remembered> = fs::read(&meta_path)
         .ok()

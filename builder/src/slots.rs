@@ -29,11 +29,12 @@ pub(crate) fn was_pruned(lock: &File) -> bool {
     lock.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
-/// Opens slot `dir` and holds a shared lock on it until the returned file is dropped.
-pub(crate) fn hold_shared(dir: &Path) -> io::Result<File> {
+/// Opens slot `dir` and locks it as `op` says (waiting for it), on a slot prune has not
+/// removed; the lock lasts until the returned file is dropped.
+pub(crate) fn hold(dir: &Path, op: FlockOperation) -> io::Result<File> {
     loop {
         let lock = open_lock(dir)?;
-        flock(&lock, FlockOperation::LockShared)?;
+        flock(&lock, op)?;
         if !was_pruned(&lock) {
             return Ok(lock);
         }
@@ -79,7 +80,7 @@ pub(crate) fn prune(base: &Path, label: impl Fn(&Path) -> String) -> io::Result<
 }
 
 /// Bytes of disk the files under `path` take.
-pub(crate) fn disk_usage(path: &Path) -> u64 {
+fn disk_usage(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };
@@ -103,7 +104,7 @@ mod tests {
     fn a_held_slot_is_kept_a_free_one_removed_and_a_pruned_lock_is_noticed() {
         let base = tempfile::tempdir().unwrap();
         let (held, free) = (base.path().join("held"), base.path().join("free"));
-        let hold = hold_shared(&held).unwrap();
+        let held_lock = hold(&held, FlockOperation::LockShared).unwrap();
         fs::write(held.join("data"), b"kept").unwrap();
         let stale = open_lock(&free).unwrap();
         fs::write(free.join("data"), vec![7u8; 10_000]).unwrap();
@@ -116,7 +117,7 @@ mod tests {
         assert_eq!(report.in_use, 1);
         assert!(report.reclaimed >= 10_000, "{report:?}");
         assert!(held.join("data").exists() && !free.exists());
-        assert!(!was_pruned(&hold));
+        assert!(!was_pruned(&held_lock));
         assert!(
             was_pruned(&stale),
             "a lock opened before prune removed its slot"
@@ -124,7 +125,7 @@ mod tests {
 
         // A holder that comes after prune gets a new slot.
         drop(stale);
-        let again = hold_shared(&free).unwrap();
+        let again = hold(&free, FlockOperation::LockShared).unwrap();
         assert!(!was_pruned(&again) && free.join("lock").exists());
     }
 }

@@ -54,7 +54,10 @@ pub(super) fn prune_build_dirs(store_root: &Path) -> anyhow::Result<BuildDirsPru
         strata_builder::prune_downloads(store_root).context("removing ADD's downloads")?;
     let contexts = strata_builder::prune_context_caches(store_root)
         .context("removing the context stat caches")?;
-    let removed = (mounts.removed.iter().map(|id| format!("cache mount {id}")))
+    let removed = mounts
+        .removed
+        .iter()
+        .map(|id| format!("cache mount {id}"))
         .chain(
             downloads
                 .removed
@@ -97,11 +100,7 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
         },
         &mut delete_snapshot,
     )?;
-    let blobs = report.deleted_blobs.iter().map(ToString::to_string);
-    print_removed_build_cache(dirs.removed.iter().cloned().chain(blobs));
-    for line in &dirs.kept {
-        eprintln!("{line}");
-    }
+    dirs.print(report.deleted_blobs.iter().map(ToString::to_string));
     println!(
         "Total reclaimed space: {}",
         human_size(report.reclaimed + dirs.reclaimed)
@@ -109,15 +108,21 @@ fn prune(args: &BuilderPruneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Docker's "Deleted build cache objects:" list (nothing when there is nothing).
-pub(super) fn print_removed_build_cache(lines: impl IntoIterator<Item = String>) {
-    let mut lines = lines.into_iter().peekable();
-    if lines.peek().is_some() {
-        println!("Deleted build cache objects:");
-        for line in lines {
-            println!("{line}");
+impl BuildDirsPruned {
+    /// Docker's "Deleted build cache objects:" list (nothing when there is nothing): what was
+    /// removed here, then `more` (blobs the collection deleted); what was kept goes to stderr.
+    pub(super) fn print(&self, more: impl Iterator<Item = String>) {
+        let mut lines = self.removed.iter().cloned().chain(more).peekable();
+        if lines.peek().is_some() {
+            println!("Deleted build cache objects:");
+            for line in lines {
+                println!("{line}");
+            }
+            println!();
         }
-        println!();
+        for line in &self.kept {
+            eprintln!("{line}");
+        }
     }
 }
 

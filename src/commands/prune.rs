@@ -98,10 +98,7 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     print_report(&report);
     let mut reclaimed = report.reclaimed;
     if let Some(dirs) = dirs {
-        super::builder::print_removed_build_cache(dirs.removed);
-        for line in &dirs.kept {
-            eprintln!("{line}");
-        }
+        dirs.print(std::iter::empty());
         reclaimed += dirs.reclaimed;
     }
     println!("Total reclaimed space: {}", human_size(reclaimed));
