@@ -52,7 +52,7 @@ pub fn read_patterns(content: &str) -> Result<Vec<String>, Error> {
             pattern = trim_space(&pattern[1..]).to_string();
         }
         if !pattern.is_empty() {
-            pattern = clean_path(&pattern);
+            pattern = clean_path(&pattern).into_owned();
             if pattern.len() > 1 && pattern.starts_with('/') {
                 pattern.remove(0);
             }
@@ -261,7 +261,7 @@ impl Matcher {
             if p.is_empty() {
                 continue;
             }
-            let mut p = clean_path(p);
+            let mut p = clean_path(p).into_owned();
             let mut exclusion = false;
             if p.starts_with('!') {
                 if p.len() == 1 {
@@ -365,7 +365,7 @@ impl Matcher {
         if file == "." {
             return Ok(false);
         }
-        let file = file.as_str();
+        let file = &*file;
         let parent = parent_dir(file);
         let parent_dirs: Vec<&str> = parent.split('/').collect();
         let mut matched = false;
@@ -439,7 +439,7 @@ fn parent_dir(path: &str) -> String {
     match path.rfind('/') {
         None => ".".to_string(),
         Some(0) => "/".to_string(),
-        Some(i) => clean_path(&path[..i]),
+        Some(i) => clean_path(&path[..i]).into_owned(),
     }
 }
 

@@ -581,9 +581,9 @@ impl Evaluator<'_> {
             InstructionKind::Workdir(p) => {
                 let path = x.word(p)?;
                 let resolved = if path.starts_with('/') {
-                    clean_path(&path)
+                    clean_path(&path).into_owned()
                 } else {
-                    clean_path(&format!("/{}/{}", self.state.workdir, path))
+                    clean_path(&format!("/{}/{}", self.state.workdir, path)).into_owned()
                 };
                 self.state.workdir = resolved.clone();
                 Expanded::Workdir { path, resolved }

@@ -2,6 +2,7 @@
 //! `strconv.Quote`, `strconv.Parse*`, `time.ParseDuration`, `path.Clean`, Levenshtein distance for
 //! "did you mean" suggestions, docker's `units.RAMInBytes`.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Go's `unicode.IsSpace`.
@@ -281,9 +282,17 @@ pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
 }
 
 /// Go's `path.Clean`.
-pub(crate) fn clean_path(p: &str) -> String {
+pub(crate) fn clean_path(p: &str) -> Cow<'_, str> {
+    // A context walk asks about every file, and its paths are clean already: no allocation then.
+    let relative = p.strip_prefix('/').unwrap_or(p);
+    if relative
+        .split('/')
+        .all(|part| !matches!(part, "" | "." | ".."))
+    {
+        return Cow::Borrowed(p);
+    }
     if p.is_empty() {
-        return ".".to_string();
+        return Cow::Borrowed(".");
     }
     let rooted = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
@@ -301,11 +310,11 @@ pub(crate) fn clean_path(p: &str) -> String {
         }
     }
     let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
+    Cow::Owned(match (rooted, joined.is_empty()) {
         (true, _) => format!("/{joined}"),
         (false, true) => ".".to_string(),
         (false, false) => joined,
-    }
+    })
 }
 
 /// Go's `path.Base`.
@@ -441,6 +450,15 @@ mod tests {
         assert_eq!(clean_path("/a/../b/./c/"), "/b/c");
         assert_eq!(clean_path("../x"), "../x");
         assert_eq!(clean_path(""), ".");
+        for unclean in ["/", "a/", "a//b", "./a", "a/.", "a/../b", "//a"] {
+            assert!(matches!(clean_path(unclean), Cow::Owned(_)), "{unclean}");
+        }
+        for clean in ["a", "a/b.c/d", "/a/b", "..a/b..", ".a"] {
+            assert!(
+                matches!(clean_path(clean), Cow::Borrowed(p) if p == clean),
+                "{clean}"
+            );
+        }
         assert_eq!(base_name("/a/b/"), "b");
     }
 
