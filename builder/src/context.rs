@@ -146,7 +146,6 @@ pub(crate) struct Context {
     root: PathBuf,
     /// Every entry by relative path, sorted by path (bytes): looked up by binary search.
     entries: Vec<(String, Box<Entry>)>,
-    children: HashMap<String, Vec<String>>,
     /// Excluded directories kept only because a `!` pattern might have re-included something
     /// below them, with nothing re-included.
     hollow: HashSet<String>,
@@ -161,7 +160,6 @@ impl Context {
         Context {
             root: PathBuf::from("/nonexistent-context"),
             entries: Vec::new(),
-            children: HashMap::new(),
             hollow: HashSet::new(),
             previous: StatCache::default(),
             hashed: AtomicUsize::new(0),
@@ -192,7 +190,6 @@ impl Context {
         let mut ctx = Context {
             root: root.to_path_buf(),
             entries: Vec::new(),
-            children: HashMap::new(),
             hollow: HashSet::new(),
             previous,
             hashed: AtomicUsize::new(0),
@@ -201,7 +198,7 @@ impl Context {
         // Sized once: 20,000 entries moved into a growing vector touched twice the memory.
         ctx.entries
             .reserve_exact(listings.values().map(Vec::len).sum());
-        ctx.keep_dir(String::new(), &mut listings);
+        ctx.keep_dir("", &mut listings);
         // Depth-first order is path order but where a name sorts below '/' ("a.b" before
         // "a/x"): nearly sorted, which the stable sort takes in about one pass.
         ctx.entries.sort_by(|(a, _), (b, _)| a.cmp(b));
@@ -228,42 +225,33 @@ impl Context {
                 continue;
             };
             e.previous = Some(i);
-            if r.key == e.stat
-                && let Some(hash) = previous.hash(r)
-            {
-                e.hash = OnceLock::from(hash);
+            if r.key == e.stat {
+                e.hash = OnceLock::from(previous.hash(r));
             }
         }
     }
 
     /// Records what the walk found in directory `rel`, recursively; returns whether anything
     /// in it was kept.
-    fn keep_dir(&mut self, rel: String, listings: &mut HashMap<String, Vec<walk::Found>>) -> bool {
-        let found = listings.remove(&rel).unwrap_or_default();
-        let mut kept = Vec::with_capacity(found.len());
+    fn keep_dir(&mut self, rel: &str, listings: &mut HashMap<String, Vec<walk::Found>>) -> bool {
+        let found = listings.remove(rel).unwrap_or_default();
+        let any = !found.is_empty();
         for f in found {
-            let name = f.rel[f.rel.rfind('/').map_or(0, |i| i + 1)..].to_string();
             match f.walk {
                 walk::Walk::Into => {
                     self.entries.push((f.rel.clone(), f.entry));
-                    self.keep_dir(f.rel, listings);
+                    self.keep_dir(&f.rel, listings);
                 }
                 walk::Walk::IntoExcluded => {
                     // BuildKit sends the directory even when nothing inside is re-included.
-                    let any = self.keep_dir(f.rel.clone(), listings);
-                    if !any {
+                    if !self.keep_dir(&f.rel, listings) {
                         self.hollow.insert(f.rel.clone());
                     }
                     self.entries.push((f.rel, f.entry));
                 }
-                walk::Walk::Leaf => {
-                    self.entries.push((f.rel, f.entry));
-                }
+                walk::Walk::Leaf => self.entries.push((f.rel, f.entry)),
             }
-            kept.push(name);
         }
-        let any = !kept.is_empty();
-        self.children.insert(rel, kept);
         any
     }
 
@@ -283,11 +271,20 @@ impl Context {
     }
 
     fn find(&self, rel: &str) -> Option<&Entry> {
-        let i = self
-            .entries
+        Some(self.at(self.position(rel)?)?.1)
+    }
+
+    /// Where `rel` is among the entries: an index for [`Context::at`], which a step keeps
+    /// instead of a copy of each path it reads.
+    pub(crate) fn position(&self, rel: &str) -> Option<usize> {
+        self.entries
             .binary_search_by(|(p, _)| p.as_str().cmp(rel))
-            .ok()?;
-        Some(&*self.entries[i].1)
+            .ok()
+    }
+
+    /// The path and entry at `index` (from [`Context::position`] or [`Context::below`]).
+    pub(crate) fn at(&self, index: usize) -> Option<(&str, &Entry)> {
+        self.entries.get(index).map(|(p, e)| (p.as_str(), &**e))
     }
 
     /// Whether `rel` is an excluded directory with nothing re-included below it. Copying its
@@ -297,13 +294,41 @@ impl Context {
         self.hollow.contains(rel)
     }
 
-    /// Names in directory `rel` ("" for the root), sorted.
-    pub(crate) fn children(&self, rel: &str) -> &[String] {
-        self.children.get(rel).map_or(&[], Vec::as_slice)
+    /// Names in directory `rel` ("" for the root), sorted. Read from the sorted entries, skipping
+    /// each subdirectory's subtree with a binary search: paths below `d/` all sort between `d/`
+    /// and `d0` (`'0'` follows `'/'`).
+    pub(crate) fn children(&self, rel: &str) -> Vec<String> {
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        let mut names = Vec::new();
+        let mut at = self.entries.partition_point(|(p, _)| *p < prefix);
+        while let Some(below) = self
+            .entries
+            .get(at)
+            .and_then(|(p, _)| p.strip_prefix(&prefix))
+        {
+            match below.find('/') {
+                None => {
+                    names.push(below.to_string());
+                    at += 1;
+                }
+                Some(slash) => {
+                    let subtree_end = format!("{prefix}{}0", &below[..slash]);
+                    at += self.entries[at..].partition_point(|(p, _)| *p < subtree_end);
+                }
+            }
+        }
+        names
     }
 
-    /// Every entry strictly below directory `rel`, in path order.
-    pub(crate) fn below<'a>(&'a self, rel: &str) -> impl Iterator<Item = (&'a String, &'a Entry)> {
+    /// Every entry strictly below directory `rel`, in path order, with its position.
+    pub(crate) fn below<'a>(
+        &'a self,
+        rel: &str,
+    ) -> impl Iterator<Item = (usize, &'a str, &'a Entry)> {
         let prefix = if rel.is_empty() {
             String::new()
         } else {
@@ -313,7 +338,8 @@ impl Context {
         self.entries[start..]
             .iter()
             .take_while(move |(k, _)| k.starts_with(&prefix))
-            .map(|(k, e)| (k, &**e))
+            .enumerate()
+            .map(move |(i, (k, e))| (start + i, k.as_str(), &**e))
     }
 
     pub(crate) fn host_path(&self, rel: &str) -> PathBuf {
@@ -327,9 +353,13 @@ impl Context {
     /// Makes sure every regular file of `files` (entries of this context) has its hash: the
     /// stat cache vouched for the unchanged ones during the walk, the others are read, on
     /// `threads` threads.
-    pub(crate) fn hash_files(&self, files: &[(&str, &Entry)], threads: usize) -> Result<()> {
-        let todo: Vec<&(&str, &Entry)> = files
-            .iter()
+    pub(crate) fn hash_files<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a str, &'a Entry)>,
+        threads: usize,
+    ) -> Result<()> {
+        let todo: Vec<(&str, &Entry)> = files
+            .into_iter()
             .filter(|(_, e)| e.kind == Kind::File && e.hash.get().is_none())
             .collect();
         if todo.is_empty() {
@@ -394,7 +424,7 @@ impl Context {
         let old = e
             .previous
             .and_then(|i| self.previous.records().get(i))
-            .and_then(|r| self.previous.hash(r));
+            .map(|r| self.previous.hash(r));
         match (old, e.hash.get()) {
             (Some(old), Some(new)) => old != *new,
             (None, Some(_)) => true,
@@ -426,7 +456,7 @@ impl Context {
                 Some(hash) => Some((e.stat, *hash)),
                 None => {
                     let r = previous.records().get(e.previous?)?;
-                    Some((r.key, previous.hash(r)?))
+                    Some((r.key, previous.hash(r)))
                 }
             }
         };
@@ -443,7 +473,7 @@ impl Context {
                 remembered_count += 1;
                 e.previous
                     .and_then(|i| previous.records().get(i))
-                    .is_some_and(|r| r.key == key && previous.hash(r) == Some(hash))
+                    .is_some_and(|r| r.key == key && previous.hash(r) == hash)
             }
             None => true,
         }) && remembered_count == previous.records().len();
@@ -488,12 +518,35 @@ mod tests {
         let paths: Vec<&String> = ctx.entries.iter().map(|(p, _)| p).collect();
         assert_eq!(paths, ["a", "a/b", "a/b/keep.txt", "top"]);
         assert_eq!(ctx.children(""), ["a", "top"]);
+        assert_eq!(ctx.children("a"), ["b"]);
+        assert_eq!(ctx.children("a/b"), ["keep.txt"]);
+    }
+
+    #[test]
+    fn children_are_read_from_the_sorted_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // "d.x" and "d-y" sort between "d" and "d/..." ('-' and '.' come before '/'), "d0"
+        // right after "d/...".
+        for d in ["d/e/f", "d/g", "d.x", "d0/h"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["d-y", "d/e/f/1", "d/e/2", "d/3", "d.x/4", "d0/h/5", "z"] {
+            fs::write(root.join(f), "").unwrap();
+        }
+        let ctx = Context::walk(root, &matcher(&[]), || Ok(StatCache::default()), 2).unwrap();
+        assert_eq!(ctx.children(""), ["d", "d-y", "d.x", "d0", "z"]);
+        assert_eq!(ctx.children("d"), ["3", "e", "g"]);
+        assert_eq!(ctx.children("d/e"), ["2", "f"]);
+        assert_eq!(ctx.children("d/g"), Vec::<String>::new());
+        assert_eq!(ctx.children("d0"), ["h"]);
+        assert_eq!(ctx.children("missing"), Vec::<String>::new());
     }
 
     /// Hashes the files `rels` of `ctx`, as a COPY selecting them does.
     fn hash(ctx: &Context, rels: &[&str]) {
         let files: Vec<(&str, &Entry)> = rels.iter().map(|r| (*r, ctx.entry(r).unwrap())).collect();
-        ctx.hash_files(&files, 2).unwrap();
+        ctx.hash_files(files, 2).unwrap();
     }
 
     /// (path, hash) of every record of `cache`.
@@ -502,7 +555,7 @@ mod tests {
             .records()
             .iter()
             .map(|r| {
-                let hash = cache.hash(r).unwrap();
+                let hash = cache.hash(r);
                 (cache.path(r).to_string(), hash.as_str().to_string())
             })
             .collect()

@@ -89,8 +89,8 @@ struct PStep {
     text: String,
     /// Dockerfile + stage + position: "the same step" across builds.
     identity: String,
-    /// Context files it copies (to name the changed ones).
-    context_files: Vec<String>,
+    /// Context files it copies (to name the changed ones), as positions in the context.
+    context_files: Vec<usize>,
     context_roots: Vec<String>,
     /// For a COPY from the context: one line per selected entry (see [`StepRecord::manifest`]).
     manifest: Manifest,
@@ -833,7 +833,7 @@ impl Planner<'_> {
         m: &strata_frontend::mount::Mount,
         from: Option<&SourceRef>,
         inputs: &mut StepInputs,
-        (context_files, context_roots): (&mut Vec<String>, &mut Vec<String>),
+        (context_files, context_roots): (&mut Vec<usize>, &mut Vec<String>),
         done: &Planned,
     ) -> std::result::Result<(MountFrom, String), String> {
         if !matches!(m.kind, MountType::Bind | MountType::Cache) {
@@ -881,15 +881,15 @@ impl Planner<'_> {
 
     /// What a COPY from the context selects, hashed: every matched path, and for each the
     /// relative path, type, mode, content hash and link target of it and everything below it.
-    /// Returns (digest, files read, matched roots, the hashed lines). Fails when a source is
-    /// missing (or when nothing at all matched and `need_match`).
+    /// Returns (digest, the files read as positions in the context, matched roots, the hashed
+    /// lines). Fails when a source is missing (or when nothing at all matched and `need_match`).
     #[allow(clippy::type_complexity)]
     fn select_context(
         &mut self,
         sources: &[String],
         need_match: bool,
         flags: &CopyFlags,
-    ) -> std::result::Result<(String, Vec<String>, Vec<String>, Manifest), String> {
+    ) -> std::result::Result<(String, Vec<usize>, Vec<String>, Manifest), String> {
         let threads = self.b.jobs.max(2);
         let ctx = self.context().map_err(|e| e.to_string())?;
         let view = SourceRoot::Context(ctx);
@@ -929,52 +929,50 @@ impl Planner<'_> {
                         || f.decide(below, e.kind == Kind::Dir) != crate::filter::Decision::Skip
                 })
             };
-        let mut file_entries: Vec<(&str, &crate::context::Entry)> = Vec::new();
+        // Positions in the context of the regular files selected.
+        let mut files: Vec<usize> = Vec::new();
         for (_, _, resolved, filter) in &selected {
-            match ctx.entry(resolved) {
-                Some(e) if e.kind == Kind::File => file_entries.push((resolved, e)),
-                Some(e) if e.kind != Kind::Dir => {}
-                _ => file_entries.extend(
+            let position = ctx.position(resolved);
+            match position.and_then(|i| ctx.at(i)) {
+                Some((_, e)) if e.kind == Kind::File => files.extend(position),
+                Some((_, e)) if e.kind != Kind::Dir => {}
+                _ => files.extend(
                     ctx.below(resolved)
-                        .filter(|(p, e)| {
+                        .filter(|(_, p, e)| {
                             e.kind == Kind::File && kept(resolved, p, e, filter.as_deref())
                         })
-                        .map(|(p, e)| (p.as_str(), e)),
+                        .map(|(i, _, _)| i),
                 ),
             }
         }
-        ctx.hash_files(&file_entries, threads)
+        ctx.hash_files(files.iter().filter_map(|&i| ctx.at(i)), threads)
             .map_err(|e| e.to_string())?;
-        let files: Vec<String> = file_entries.iter().map(|(p, _)| p.to_string()).collect();
         use std::fmt::Write as _;
         // A line per source, file and directory.
-        let mut lines = Manifest::with_capacity(selected.len() + file_entries.len() * 9 / 8);
+        let mut lines = Manifest::with_capacity(selected.len() + files.len() * 9 / 8);
         for (src, m, resolved, filter) in &selected {
             // Writing to a String cannot fail.
             lines.push_line(|l| {
                 let _ = write!(l, "source {src} {m} {resolved}");
             });
             let mut describe = |p: &str, e: &crate::context::Entry| {
-                lines.push_line(|l| {
-                    let _ = write!(
-                        l,
-                        "{p}\t{}\t{:o}\t{}\t{}\t{}",
-                        e.kind.name(),
-                        e.mode,
-                        e.content_hash().unwrap_or(""),
-                        e.link.as_deref().unwrap_or(""),
-                        if matches!(e.kind, Kind::Char | Kind::Block) {
-                            e.rdev
-                        } else {
-                            0
-                        }
-                    );
-                });
+                lines.push_entry(
+                    p,
+                    e.kind.name(),
+                    e.mode,
+                    e.content_hash().unwrap_or(""),
+                    e.link.as_deref().unwrap_or(""),
+                    if matches!(e.kind, Kind::Char | Kind::Block) {
+                        e.rdev
+                    } else {
+                        0
+                    },
+                );
             };
             if let Some(e) = ctx.entry(resolved) {
                 describe(resolved, e);
             }
-            for (p, e) in ctx.below(resolved) {
+            for (_, p, e) in ctx.below(resolved) {
                 if kept(resolved, p, e, filter.as_deref()) {
                     describe(p, e);
                 }
@@ -1318,8 +1316,9 @@ fn explain(
             let mut changed: Vec<String> = step
                 .context_files
                 .iter()
-                .filter(|f| ctx.changed_since_last_build(f))
-                .cloned()
+                .filter_map(|&i| ctx.at(i))
+                .filter(|(f, _)| ctx.changed_since_last_build(f))
+                .map(|(f, _)| f.to_string())
                 .collect();
             for root in &step.context_roots {
                 changed.extend(ctx.removed_since_last_build(root));

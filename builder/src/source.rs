@@ -112,7 +112,7 @@ impl SourceRoot<'_> {
     /// Names in directory `rel`, sorted.
     pub fn list(&self, rel: &str) -> io::Result<Vec<String>> {
         match self {
-            SourceRoot::Context(c) => Ok(c.children(rel).to_vec()),
+            SourceRoot::Context(c) => Ok(c.children(rel)),
             SourceRoot::Dir(_) => {
                 let mut names: Vec<String> = fs::read_dir(self.host(rel))?
                     .map(|e| e.map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into()))

@@ -76,8 +76,12 @@ impl StatCache {
         &self.bytes[r.path_at..r.path_at + r.path_len]
     }
 
-    pub(super) fn hash(&self, r: &Record) -> Option<HexHash> {
-        HexHash::parse(&self.bytes[r.hash_at()..r.hash_at() + HASH_LEN])
+    pub(super) fn hash(&self, r: &Record) -> HexHash {
+        // `decode` checked that these are 64 lowercase hex digits; a no-op rebuild reads every
+        // record's hash twice or more, so they are not checked again.
+        let mut hash = [0; HASH_LEN];
+        hash.copy_from_slice(&self.bytes[r.hash_at()..r.hash_at() + HASH_LEN]);
+        HexHash(hash)
     }
 }
 

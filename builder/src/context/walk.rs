@@ -106,30 +106,34 @@ impl Walker<'_> {
         )
         .map_err(|e| err(e.into()))?;
         let mut dir = Dir::new(fd).map_err(|e| err(e.into()))?;
-        let mut names: Vec<Vec<u8>> = Vec::new();
+        // The names in one buffer (an allocation per name was a tenth of the walk's own time).
+        let mut names = Vec::new();
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
         for entry in dir.by_ref() {
             let entry = entry.map_err(|e| err(e.into()))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
-                names.push(name.to_vec());
+                spans.push(names.len()..names.len() + name.len());
+                names.extend_from_slice(name);
             }
         }
-        names.sort();
+        spans.sort_unstable_by(|a, b| names[a.clone()].cmp(&names[b.clone()]));
         let dir_fd = dir.fd().map_err(|e| err(e.into()))?;
-        let mut found = Vec::with_capacity(names.len());
-        for name in names {
-            let name = String::from_utf8(name).map_err(|e| BuildError::Context {
-                path: self.host_path(rel).join(OsStr::from_bytes(e.as_bytes())),
+        let mut found = Vec::with_capacity(spans.len());
+        for span in spans {
+            let name = &names[span];
+            let name = std::str::from_utf8(name).map_err(|_| BuildError::Context {
+                path: self.host_path(rel).join(OsStr::from_bytes(name)),
                 error: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
             })?;
-            let child_rel = join(rel, &name);
+            let child_rel = join(rel, name);
             let child_err = |error: io::Error| BuildError::Context {
                 path: self.host_path(&child_rel),
                 error,
             };
             let st = rustix::fs::statx(
                 dir_fd,
-                name.as_str(),
+                name,
                 AtFlags::SYMLINK_NOFOLLOW,
                 StatxFlags::BASIC_STATS,
             )
@@ -158,7 +162,7 @@ impl Walker<'_> {
                 Walk::Leaf
             };
             let link = if kind == Kind::Symlink {
-                let target = rustix::fs::readlinkat(dir_fd, name.as_str(), Vec::new())
+                let target = rustix::fs::readlinkat(dir_fd, name, Vec::new())
                     .map_err(|e| child_err(e.into()))?;
                 Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
             } else {
@@ -198,10 +202,13 @@ fn kind_of(ft: FileType) -> Kind {
 
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
+        return name.to_string();
     }
+    let mut path = String::with_capacity(dir.len() + 1 + name.len());
+    for part in [dir, "/", name] {
+        path.push_str(part);
+    }
+    path
 }
 
 /// fsutil's walker enters an excluded directory only when some `!` pattern starts with the
