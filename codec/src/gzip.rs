@@ -33,9 +33,19 @@ struct Job {
 }
 
 /// A compressed block with the CRC-32 of its input.
+#[derive(Clone)]
 struct Block {
     deflated: Vec<u8>,
     crc: crc32fast::Hasher,
+}
+
+/// Whether `data` is all zero bytes, compared 64 at a time (a loop the compiler vectorises).
+fn all_zero(data: &[u8]) -> bool {
+    let chunks = data.chunks_exact(64);
+    chunks.remainder().iter().all(|&b| b == 0)
+        && chunks
+            .into_iter()
+            .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// Blocks shorter than this are always deflated: probing them would cost more than it saves.
@@ -258,6 +268,8 @@ pub struct GzipEncoder<W: Write> {
     /// The last `DICT_SIZE` bytes of input before `pending`.
     dict: Vec<u8>,
     crc: crc32fast::Hasher,
+    /// A full block of zeros after a dictionary of zeros, deflated, once one was seen.
+    zero_block: Option<Block>,
 }
 
 impl<W: Write> GzipEncoder<W> {
@@ -283,6 +295,7 @@ impl<W: Write> GzipEncoder<W> {
             pending: Vec::with_capacity(BLOCK_SIZE),
             dict: Vec::new(),
             crc: crc32fast::Hasher::new(),
+            zero_block: None,
         })
     }
 
@@ -293,16 +306,36 @@ impl<W: Write> GzipEncoder<W> {
         let next_dict = if data.len() >= DICT_SIZE {
             data[tail..].to_vec()
         } else {
-            let mut d = std::mem::take(&mut self.dict);
+            // Cloned, not taken: this block is primed with the dictionary too.
+            let mut d = self.dict.clone();
             d.extend_from_slice(&data);
             let excess = d.len().saturating_sub(DICT_SIZE);
             d.drain(..excess);
             d
         };
         let dict = std::mem::replace(&mut self.dict, next_dict);
+        // Zeros after zeros (sparse files, zero-filled images) deflate to the same bytes every
+        // time, as a block is a pure function of its input: deflated once, then copied.
+        let repeat = if !last
+            && data.len() == BLOCK_SIZE
+            && dict.len() == DICT_SIZE
+            && all_zero(&data)
+            && all_zero(&dict)
+        {
+            if self.zero_block.is_none() {
+                let mut compress = Compress::new(self.level, false);
+                self.zero_block = Some(deflate_block(&mut compress, &dict, &data, false)?);
+            }
+            self.zero_block.clone()
+        } else {
+            None
+        };
         match &mut self.engine {
             Engine::Inline(compress) => {
-                let block = deflate_block(compress, &dict, &data, last)?;
+                let block = match repeat {
+                    Some(block) => block,
+                    None => deflate_block(compress, &dict, &data, last)?,
+                };
                 write_block(&mut self.inner, &mut self.crc, block)
             }
             // The whole stream is one block (a small layer): not worth starting threads for.
@@ -323,12 +356,18 @@ impl<W: Write> GzipEncoder<W> {
                 };
                 {
                     let mut queue = pool.shared.lock()?;
-                    queue.jobs.push_back(Job {
-                        seq: *next_seq,
-                        dict,
-                        data,
-                        last,
-                    });
+                    match repeat {
+                        // Done already: written in its turn like the workers' blocks.
+                        Some(block) => {
+                            queue.done.insert(*next_seq, Ok(block));
+                        }
+                        None => queue.jobs.push_back(Job {
+                            seq: *next_seq,
+                            dict,
+                            data,
+                            last,
+                        }),
+                    }
                 }
                 pool.shared.job_ready.notify_one();
                 *next_seq += 1;
@@ -477,6 +516,55 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The stream as the module docs define it, block by block on one thread, nothing reused.
+    fn reference(data: &[u8], level: u32) -> Vec<u8> {
+        let mut out = gzip_header(level).to_vec();
+        let mut compress = Compress::new(flate2::Compression::new(level), false);
+        let mut crc = crc32fast::Hasher::new();
+        let blocks: Vec<&[u8]> = if data.is_empty() {
+            vec![data]
+        } else {
+            data.chunks(BLOCK_SIZE).collect()
+        };
+        for (i, block) in blocks.iter().enumerate() {
+            let start = i * BLOCK_SIZE;
+            let dict = &data[start.saturating_sub(DICT_SIZE)..start];
+            let last = i + 1 == blocks.len();
+            let b = deflate_block(&mut compress, dict, block, last).unwrap();
+            out.extend_from_slice(&b.deflated);
+            crc.combine(&b.crc);
+        }
+        out.extend_from_slice(&crc.clone().finalize().to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn runs_of_zeros_give_the_bytes_of_deflating_every_block() {
+        let mut data = sample(300_000);
+        data.resize(data.len() + 5 * BLOCK_SIZE + 1000, 0);
+        data.extend(sample(100_000));
+        // A block of zeros whose dictionary is not all zeros, then zeros to the end, which is
+        // a block shorter than the dictionary (primed with the 32 KiB before it like any other).
+        data.resize(data.len() + 4 * BLOCK_SIZE, 0);
+        let plain = sample(700_000);
+        assert!(
+            gzip(&plain, 6, 1, 100_000) == reference(&plain, 6),
+            "reference"
+        );
+        for threads in [1, 3] {
+            let got = gzip(&data, 6, threads, 100_000);
+            assert!(got == reference(&data, 6), "threads {threads}");
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&got[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == data);
+        }
+        assert!(!all_zero(&[0, 0, 1]) && !all_zero(&[[0; 64], [0; 64], [2; 64]].concat()));
+        assert!(all_zero(&[0; 130]) && all_zero(&[]));
     }
 
     #[test]
