@@ -77,7 +77,7 @@ pub fn write_rootfs_tar(
     image: &Image,
     scratch: &Path,
     source_date_epoch: Option<i64>,
-    out: impl Write,
+    out: impl Write + Send,
 ) -> Result<()> {
     write_rootfs(store, image, scratch)?;
     let options = LayerOptions {

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -94,15 +94,64 @@ pub struct LayerDescriptor {
 /// sha256 (digest) -> `out`. The same tree and options give the same bytes for any thread count.
 ///
 /// One helper thread walks the diff, a second reads the files and writes the tar stream (handed
-/// over in 1 MiB chunks) while the calling thread hashes it, feeds the compressors and hashes
-/// and writes their output, so file system calls overlap with each other and with compression
-/// as in `tar | pigz`.
-pub fn write_layer<W: Write>(
+/// over in 1 MiB chunks) while the calling thread hashes it and feeds the compressors, and a
+/// third hashes and writes their output, so file system calls overlap with each other and with
+/// compression as in `tar | pigz`, and neither sha256 waits for the other.
+pub fn write_layer<W: Write + Send>(
     diff: &Diff,
     options: &LayerOptions,
     out: W,
 ) -> Result<LayerDescriptor, Error> {
-    let sink = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
+    let (compressed, received) = mpsc::sync_channel::<Vec<u8>>(4);
+    let (recycle_compressed, spare_compressed) = mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|scope| {
+        // With both hashes on one thread, that thread was the slowest of the pipeline for a
+        // large layer: sha256 of the tar and of the output is 1.5 GiB of hashing for 1 GiB
+        // that halves, against 1 GiB of deflate shared by the compressing threads.
+        let writer = std::thread::Builder::new()
+            .name("layer-write".into())
+            .spawn_scoped(scope, move || -> io::Result<(Digest, u64)> {
+                let mut sink = HashingWriter::new(out);
+                for mut chunk in received {
+                    sink.write_all(&chunk)?;
+                    chunk.clear();
+                    let _ = recycle_compressed.try_send(chunk);
+                }
+                sink.flush()?;
+                let (_, digest, size) = sink.finish();
+                Ok((digest, size))
+            })
+            .map_err(Error::Write)?;
+        let sink = ChunkWriter {
+            chunk: Vec::with_capacity(CHUNK),
+            chunks: compressed,
+            spare: spare_compressed,
+        };
+        // Dropping the encoder (on an error) closes the channel, which ends the writer.
+        let tarred = compress_tar(diff, options, sink);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("layer-write thread panicked")));
+        // The writer's error (a full disk) explains the encoder's ("layer writer stopped").
+        let (digest, size) = written.map_err(Error::Write)?;
+        let (diff_id, uncompressed_size) = tarred?;
+        Ok(LayerDescriptor {
+            diff_id,
+            digest,
+            size,
+            uncompressed_size,
+            compression: options.compression,
+        })
+    })
+}
+
+/// The tar stream of `diff`, hashed (its diffID and size returned) and compressed into `sink`,
+/// whose last chunk is sent before it is dropped.
+fn compress_tar(
+    diff: &Diff,
+    options: &LayerOptions,
+    sink: ChunkWriter,
+) -> Result<(Digest, u64), Error> {
     let encoder = Encoder::new(sink, options.compression, options.encoder).map_err(Error::Write)?;
     // The diffID is hashed here, not beside the reading: with many small files the reading
     // thread is the slowest of the pipeline.
@@ -129,22 +178,16 @@ pub fn write_layer<W: Write>(
     )
     .map_err(Error::Write)?;
     let (encoder, diff_id, uncompressed_size) = tar_in.finish();
-    let sink = encoder.finish().map_err(Error::Write)?;
-    let (mut buffered, digest, size) = sink.finish();
-    buffered.flush().map_err(Error::Write)?;
-    Ok(LayerDescriptor {
-        diff_id,
-        digest,
-        size,
-        uncompressed_size,
-        compression: options.compression,
-    })
+    let mut sink = encoder.finish().map_err(Error::Write)?;
+    sink.send().map_err(Error::Write)?;
+    Ok((diff_id, uncompressed_size))
 }
 
-/// Bytes of tar per chunk handed from the reading thread to the compressing one.
+/// Bytes per chunk handed from the reading thread to the compressing one, and from the
+/// compressing one to the writer.
 const CHUNK: usize = 1 << 20;
 
-/// Collects the tar stream into chunks for the channel; emptied chunks come back for reuse.
+/// Collects a stream into chunks for a channel; emptied chunks come back for reuse.
 struct ChunkWriter {
     chunk: Vec<u8>,
     chunks: SyncSender<Vec<u8>>,

@@ -733,7 +733,7 @@ impl Snapshotter {
     }
 
     /// Writes snapshot `id` (active or committed) as a layer: its changes against its parent.
-    pub fn write_layer<W: Write>(
+    pub fn write_layer<W: Write + Send>(
         &self,
         id: &str,
         options: &LayerOptions,

@@ -226,7 +226,7 @@ pub fn parse_all(specs: &[String]) -> anyhow::Result<Vec<Output>> {
 /// failed export leaves no half-written file under the asked name.
 fn write_file(
     path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -251,13 +251,13 @@ fn write_file(
 
 fn write_dest(
     dest: &Dest,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     match dest {
         Dest::Path(p) => write_file(p, write),
         Dest::Stdout => {
-            let stdout = io::stdout();
-            let mut w = BufWriter::new(stdout.lock());
+            // Not locked: a layer is written from a thread of its own, and a lock is not Send.
+            let mut w = BufWriter::new(io::stdout());
             write(&mut w)?;
             w.flush().context("writing to standard output")
         }
