@@ -289,10 +289,16 @@ pub(crate) fn clean_path(p: &str) -> Cow<'_, str> {
         .split('/')
         .all(|part| !matches!(part, "" | "." | ".."))
     {
-        return Cow::Borrowed(p);
+        Cow::Borrowed(p)
+    } else {
+        Cow::Owned(lexically_cleaned(p))
     }
+}
+
+/// `path.Clean`'s algorithm, for any path.
+fn lexically_cleaned(p: &str) -> String {
     if p.is_empty() {
-        return Cow::Borrowed(".");
+        return ".".to_string();
     }
     let rooted = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
@@ -310,11 +316,11 @@ pub(crate) fn clean_path(p: &str) -> Cow<'_, str> {
         }
     }
     let joined = parts.join("/");
-    Cow::Owned(match (rooted, joined.is_empty()) {
+    match (rooted, joined.is_empty()) {
         (true, _) => format!("/{joined}"),
         (false, true) => ".".to_string(),
         (false, false) => joined,
-    })
+    }
 }
 
 /// Go's `path.Base`.
@@ -458,6 +464,20 @@ mod tests {
                 matches!(clean_path(clean), Cow::Borrowed(p) if p == clean),
                 "{clean}"
             );
+        }
+        // Every path of up to 7 characters over `a . /`: borrowed only where cleaning keeps it.
+        let mut paths = vec![String::new()];
+        let mut last: Vec<String> = paths.clone();
+        for _ in 0..7 {
+            last = last
+                .iter()
+                .flat_map(|p| ["a", ".", "/"].map(|c| format!("{p}{c}")))
+                .collect();
+            paths.extend(last.iter().cloned());
+        }
+        assert_eq!(paths.len(), (0..=7).map(|n| 3usize.pow(n)).sum::<usize>());
+        for p in &paths {
+            assert_eq!(clean_path(p), lexically_cleaned(p), "{p:?}");
         }
         assert_eq!(base_name("/a/b/"), "b");
     }
