@@ -6,7 +6,7 @@ mod store_support;
 
 use std::time::Duration;
 
-use run_support::{Env, stderr, stdout};
+use run_support::{Env, assert_terminal_follows_window_size, stderr, stdout};
 
 #[test]
 fn run_rm_prints_output_and_passes_exit_codes_through() {
@@ -287,68 +287,7 @@ fn inspect_and_ps_have_dockers_shape() {
 /// follows when ours is resized (SIGWINCH), as with `docker run -t`.
 #[test]
 fn a_terminal_run_follows_the_callers_window_size() {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
     let env = Env::new();
     env.image("bb", &[]);
-    let size = |rows, cols| nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size(24, 80)), None).unwrap();
-    let mut child = env
-        .cmd(&[
-            "run",
-            "--rm",
-            "-t",
-            "bb",
-            "sh",
-            "-c",
-            "stty size; sleep 3; stty size",
-        ])
-        .stdin(pty.slave.try_clone().unwrap())
-        .stdout(pty.slave.try_clone().unwrap())
-        .stderr(pty.slave.try_clone().unwrap())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    // What strata writes to its terminal, as it comes.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        // Ends with EIO once nothing has the terminal open any more.
-        while let Ok(n @ 1..) = master.read(&mut buf) {
-            if tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut wait_for = |text: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !seen.contains(text) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(bytes) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(_) => panic!("{text:?} never came; the terminal showed {seen:?}"),
-            }
-        }
-    };
-    wait_for("24 80");
-    // SAFETY: TIOCSWINSZ reads a winsize that lives across the call.
-    let rc = unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &size(33, 77)) };
-    assert_eq!(rc, 0);
-    // strata is not the terminal's foreground process here, so tell it as a terminal would.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGWINCH,
-    )
-    .unwrap();
-    wait_for("33 77");
-    // The command's first look already saw our size: the terminal is made at it (consoleSize).
-    assert_eq!(seen, "24 80\r\n33 77\r\n");
-    assert!(child.wait().unwrap().success());
+    assert_terminal_follows_window_size(&env, &["run", "--rm", "-t", "bb"]);
 }

@@ -6,7 +6,7 @@ mod store_support;
 
 use std::time::Duration;
 
-use run_support::{Env, stdout};
+use run_support::{Env, assert_terminal_follows_window_size, stdout};
 
 #[test]
 fn exec_joins_the_running_containers_namespaces_and_cgroup() {
@@ -85,4 +85,14 @@ fn exec_joins_the_running_containers_namespaces_and_cgroup() {
     env.ok(&["stop", "-t", "1", "target"]);
     let (_, err) = env.fails(&["exec", "target", "true"]);
     assert!(err.contains("is not running"), "{err}");
+}
+
+/// `strata exec -t` on a terminal: the exec'd terminal starts at our terminal's size and follows
+/// when ours is resized, as with `docker exec -t`.
+#[test]
+fn a_terminal_exec_follows_the_callers_window_size() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["run", "-d", "--name", "target", "bb", "sleep", "1000"]);
+    assert_terminal_follows_window_size(&env, &["exec", "-t", "target"]);
 }

@@ -28,6 +28,8 @@ pub struct ExecOptions {
     pub workdir: Option<String>,
     /// A terminal (`-t`).
     pub tty: bool,
+    /// The caller's terminal size (rows, columns): the exec'd terminal starts at it.
+    pub tty_size: Option<(u16, u16)>,
 }
 
 impl Containers {
@@ -64,6 +66,9 @@ impl Containers {
         merge_env(&mut env, &options.env);
         process.set_env(Some(env));
         process.set_terminal(Some(options.tty));
+        if let Some(size) = options.tty_size.filter(|_| options.tty) {
+            crate::spec::set_console_size(&mut process, size);
+        }
         if let Some(w) = &options.workdir {
             if !w.starts_with('/') {
                 return Err(Error::Invalid(format!(

@@ -413,15 +413,10 @@ impl Monitor<'_> {
             self.dir,
             self.containers.volumes(),
         )?;
-        // The terminal is made at the caller's size before the command starts (OCI consoleSize).
-        if let Some((rows, cols)) = tty_size
+        if let Some(size) = tty_size
             && let Some(mut process) = spec.process().clone()
-            && let Ok(size) = oci_spec::runtime::BoxBuilder::default()
-                .height(rows)
-                .width(cols)
-                .build()
         {
-            process.set_console_size(Some(size));
+            crate::spec::set_console_size(&mut process, size);
             spec.set_process(Some(process));
         }
         write_json_atomic(&self.containers.spec_path(id), &spec)?;
@@ -667,7 +662,8 @@ fn forward_stdin(mut input: Box<dyn Read + Send>, mut to: File) {
     });
 }
 
-fn set_window_size(pty: &File, rows: u16, cols: u16) {
+/// Resizes a terminal through its master side (the container's process gets SIGWINCH).
+pub fn set_window_size(pty: &File, rows: u16, cols: u16) {
     let size = libc::winsize {
         ws_row: rows,
         ws_col: cols,

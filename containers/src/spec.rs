@@ -19,6 +19,18 @@ use crate::volumes::Volumes;
 /// CPU period for `--cpus` (Docker's 100 ms).
 const CPU_PERIOD: u64 = 100_000;
 
+/// Makes the process's terminal at `(rows, cols)` before its command starts (OCI
+/// `consoleSize`), so that its first look at the size sees the caller's.
+pub(crate) fn set_console_size(process: &mut oci_spec::runtime::Process, (rows, cols): (u16, u16)) {
+    if let Ok(size) = oci_spec::runtime::BoxBuilder::default()
+        .height(rows)
+        .width(cols)
+        .build()
+    {
+        process.set_console_size(Some(size));
+    }
+}
+
 /// The command's environment as Docker makes it: `PATH` (unless the config sets it),
 /// `HOSTNAME`, `TERM=xterm` with a terminal, then the config's `Env`.
 pub(crate) fn process_env(config: &ContainerConfig) -> Vec<String> {

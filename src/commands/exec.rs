@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
 use strata_containers::ExecOptions;
+use strata_containers::monitor::set_window_size;
 use strata_runtime::{Stdio, StdioSet};
 
 use super::container_output::open_containers;
-use super::run::RawTerminal;
+use super::run::{RawTerminal, terminal_size};
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -44,6 +46,16 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if args.tty && args.interactive && !io::stdin().is_terminal() {
         bail!("the input device is not a TTY");
     }
+    // Blocked before any thread starts, so that only the resizing thread receives it (the
+    // exec'd process starts with a clean mask).
+    let window_changes = args
+        .tty
+        .then(|| {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGWINCH);
+            set.thread_block().is_ok().then_some(set)
+        })
+        .flatten();
     let [container, command @ ..] = args.container_and_command.as_slice() else {
         bail!("exec needs a container and a command");
     };
@@ -54,6 +66,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         user: args.user.clone(),
         workdir: args.workdir.clone(),
         tty: args.tty,
+        tty_size: terminal_size(),
     };
     let stdio = StdioSet {
         stdin: if args.interactive {
@@ -72,6 +85,16 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let mut output = None;
     if let Some(pty) = process.pty.take() {
+        // Our terminal was resized (SIGWINCH): so is the exec'd one, as with `docker exec -t`.
+        if let (Some(set), Ok(resized)) = (window_changes, pty.try_clone()) {
+            std::thread::spawn(move || {
+                while set.wait().is_ok() {
+                    if let Some((rows, cols)) = terminal_size() {
+                        set_window_size(&resized, rows, cols);
+                    }
+                }
+            });
+        }
         // The terminal's two directions: our stdin to it, its output to our stdout.
         if args.interactive
             && let Ok(mut input) = pty.try_clone()

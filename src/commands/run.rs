@@ -319,7 +319,8 @@ impl Drop for RawTerminal {
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
+/// Our terminal's size (rows, columns), from standard output; `None` without a terminal.
+pub(super) fn terminal_size() -> Option<(u16, u16)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,

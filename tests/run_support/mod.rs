@@ -172,3 +172,109 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A terminal strata runs on (its stdin, stdout and stderr), and what strata writes to it, read
+/// as it comes.
+pub struct Terminal {
+    master: std::os::fd::OwnedFd,
+    slave: Option<std::os::fd::OwnedFd>,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+fn window(rows: u16, cols: u16) -> nix::pty::Winsize {
+    nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+impl Terminal {
+    /// A terminal of `rows` x `cols`.
+    pub fn new(rows: u16, cols: u16) -> Terminal {
+        use std::io::Read;
+        let pty = nix::pty::openpty(Some(&window(rows, cols)), None).unwrap();
+        let (tx, output) = std::sync::mpsc::channel();
+        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            // Ends with EIO once nothing has the terminal open any more.
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            master: pty.master,
+            slave: Some(pty.slave),
+            output,
+            seen: String::new(),
+        }
+    }
+
+    /// Starts `cmd` on the terminal; the terminal's own end of it is closed then, so that reading
+    /// ends when `cmd` is done with it.
+    pub fn spawn(&mut self, cmd: &mut Command) -> std::process::Child {
+        let slave = self.slave.take().unwrap();
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (20 s at most) until the terminal has shown `text`.
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.seen.contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("{text:?} never came; the terminal showed {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Everything the terminal has shown so far.
+    pub fn seen(&self) -> &str {
+        &self.seen
+    }
+
+    /// Resizes the terminal and tells `pid` with SIGWINCH, as a terminal tells its foreground
+    /// process (which a process spawned by a test is not).
+    pub fn resize(&self, rows: u16, cols: u16, pid: u32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCSWINSZ reads a winsize that lives across the call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.master.as_raw_fd(),
+                libc::TIOCSWINSZ,
+                &window(rows, cols),
+            )
+        };
+        assert_eq!(rc, 0);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGWINCH,
+        )
+        .unwrap();
+    }
+}
+
+/// Runs strata with `args` (a `run -t` or `exec -t` up to the image or container) on a terminal
+/// of 24 x 80 running `stty size; sleep 3; stty size`, resizes the terminal to 33 x 77 between
+/// the two, and checks that the command saw both: its terminal starts at ours (consoleSize) and
+/// follows it.
+pub fn assert_terminal_follows_window_size(env: &Env, args: &[&str]) {
+    let mut terminal = Terminal::new(24, 80);
+    let script = ["sh", "-c", "stty size; sleep 3; stty size"];
+    let mut child = terminal.spawn(&mut env.cmd(&[args, &script[..]].concat()));
+    terminal.wait_for("24 80");
+    terminal.resize(33, 77, child.id());
+    terminal.wait_for("33 77");
+    assert_eq!(terminal.seen(), "24 80\r\n33 77\r\n");
+    assert!(child.wait().unwrap().success());
+}
