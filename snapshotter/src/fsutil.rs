@@ -68,20 +68,25 @@ pub(crate) fn file_xattrs(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 fn layer_xattrs(src: XattrSource<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 256];
-    let len = loop {
-        match src.list(&mut names[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => {
-                let needed = src.list_size()?;
-                names.resize(needed.max(names.len() * 2), 0);
+    // On the stack: a layer asks this of every file, and most have no xattrs at all.
+    let mut small = [0u8; 256];
+    let mut large = Vec::new();
+    let names = match src.list(&mut small) {
+        Ok(n) => &small[..n],
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(Errno::RANGE) => loop {
+            let needed = src.list_size()?;
+            large.resize(needed.max(large.len() * 2).max(2 * small.len()), 0);
+            match src.list(&mut large) {
+                Ok(n) => break &large[..n],
+                Err(Errno::RANGE) => continue,
+                Err(e) => return Err(e.into()),
             }
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
+        },
+        Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         if is_internal_xattr(name) {
             continue;
         }

@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use rustix::fs::FileType;
+use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 use strata_codec::{Compression, Digest, Encoder, EncoderOptions, HashingWriter};
 
@@ -240,6 +240,7 @@ fn write_tar<W: Write>(diff: &Diff, source_date_epoch: Option<i64>, out: W) -> i
         out,
         root: upper,
         root_dir,
+        last_dir: None,
         source_date_epoch,
         opaque_markers: matches!(diff, Diff::Overlay { lower: None, .. }),
         added_dirs: HashSet::new(),
@@ -347,6 +348,9 @@ struct TarChanges<W: Write> {
     /// `root`, open: files are opened by their path below it, a walk of a few components
     /// instead of the whole path per file.
     root_dir: OwnedFd,
+    /// The directory (relative path, descriptor) of the last file opened: changes come in
+    /// directory order, so most files are opened by their name alone below it.
+    last_dir: Option<(PathBuf, OwnedFd)>,
     source_date_epoch: Option<i64>,
     opaque_markers: bool,
     /// Directories already written (relative, no trailing slash).
@@ -448,7 +452,7 @@ impl<W: Write> TarChanges<W> {
         // A file with content is opened first, and its xattrs read from the descriptor: one
         // walk of its path instead of two.
         let content = if header.entry_type == EntryType::Regular && header.size > 0 {
-            Some(open_content(&self.root_dir, rel)?)
+            Some(self.open_content(rel)?)
         } else {
             None
         };
@@ -470,6 +474,30 @@ impl<W: Write> TarChanges<W> {
             tarfmt::write_header(&mut self.out, &marker)?;
         }
         Ok(())
+    }
+
+    /// Opens regular file `rel` to read its content, by its name in the directory of the last
+    /// file opened when it is the same (one lookup instead of one per component).
+    fn open_content(&mut self, rel: &Path) -> io::Result<File> {
+        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return open_content(&self.root_dir, rel);
+        };
+        if dir.as_os_str().is_empty() {
+            return open_content(&self.root_dir, rel);
+        }
+        let dir_fd = match &self.last_dir {
+            Some((last, fd)) if last == dir => fd,
+            _ => {
+                let fd = rustix::fs::openat(
+                    &self.root_dir,
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?;
+                &self.last_dir.insert((dir.to_path_buf(), fd)).1
+            }
+        };
+        open_content(dir_fd, Path::new(name))
     }
 
     /// Copies exactly `size` bytes of a regular file (its size when it was stat'ed).
@@ -500,7 +528,6 @@ impl<W: Write> TarChanges<W> {
 /// update its access time (relatime): a journalled inode write per file. O_NOATIME needs the
 /// file's owner or CAP_FOWNER.
 fn open_content(dir: &OwnedFd, rel: &Path) -> io::Result<File> {
-    use rustix::fs::OFlags;
     let open = |flags| {
         rustix::fs::openat(
             dir,

@@ -215,6 +215,11 @@ pub fn rich_tree(root: &Path) {
         &[0, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     );
     set_xattr(&root.join("etc/passwd"), "user.note", b"hello\0world");
+    // More xattr names than a first 256-byte listing holds.
+    for i in 0..12 {
+        let name = format!("user.an-attribute-with-a-long-name-{i:02}");
+        set_xattr(&root.join("etc/passwd"), &name, name.as_bytes());
+    }
     fs::write(root.join("owned"), "by someone else").unwrap();
     chown(&root.join("owned"), 1000, 3_000_000);
     chown(&root.join("abs-link"), 7, 8);
