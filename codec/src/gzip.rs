@@ -5,8 +5,9 @@
 //! the cut exactly as in one stream, and ends with a sync flush (an empty stored block) so blocks
 //! concatenate into one valid raw deflate stream; the last block ends the stream instead. The CRC-32
 //! of each block is computed beside it and combined in order. Block boundaries depend only on the
-//! amount of data, and every block is a pure function of (dictionary, block, level, is-last), so one
-//! thread or sixteen produce the same bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
+//! amount of data, and every block is a pure function of (dictionary, block, level, is-last), made
+//! by a compressor of its own (see [`deflate_block`]), so one thread or sixteen produce the same
+//! bytes. Any gzip reader (gunzip, Go's `compress/gzip`,
 //! `flate2`) reads the result as a single member.
 //!
 //! Blocks of random-looking bytes (already compressed or encrypted files) are stored rather than
@@ -53,18 +54,23 @@ const PROBE_MIN: usize = 16 * 1024;
 /// How much of a block is deflated to see whether it compresses at all.
 const PROBE_SAMPLE: usize = 8 * 1024;
 
-/// Compresses one block. A pure function of its arguments (the compressor is reset first).
+/// Compresses one block, with a compressor of its own: a pure function of its arguments.
+/// zlib-rs's output for a block after `reset` was seen to depend on what the compressor had
+/// deflated before (which worker, which earlier block), and then the bytes would depend on the
+/// thread count and on timing; a new compressor (a few hundred KiB zeroed, against milliseconds
+/// of deflate per block) has no past.
 ///
 /// Random-looking input (encrypted or already compressed files, which images are full of) costs
 /// deflate as much time as text and gains nothing, so a block whose bytes are as evenly spread as
 /// random data's and whose first 8 KiB do not shrink is written as stored blocks instead: valid
 /// deflate that every reader takes, ~5 bytes per 64 KiB bigger than the input, at memcpy speed.
 fn deflate_block(
-    compress: &mut Compress,
+    level: flate2::Compression,
     dict: &[u8],
     data: &[u8],
     last: bool,
 ) -> io::Result<Block> {
+    let compress = &mut Compress::new(level, false);
     let deflated = if looks_incompressible(compress, dict, data)? {
         stored(data, last)
     } else {
@@ -206,7 +212,6 @@ impl Pool {
 }
 
 fn work(shared: &Shared, level: flate2::Compression) {
-    let mut compress = Compress::new(level, false);
     loop {
         let job = {
             let Ok(mut queue) = shared.queue.lock() else {
@@ -225,7 +230,7 @@ fn work(shared: &Shared, level: flate2::Compression) {
                 };
             }
         };
-        let block = deflate_block(&mut compress, &job.dict, &job.data, job.last);
+        let block = deflate_block(level, &job.dict, &job.data, job.last);
         let Ok(mut queue) = shared.queue.lock() else {
             return;
         };
@@ -248,7 +253,7 @@ impl Drop for Pool {
 
 /// How blocks get compressed: on the caller's thread, or by a pool with results kept in order.
 enum Engine {
-    Inline(Box<Compress>),
+    Inline,
     Parallel {
         threads: usize,
         pool: Option<Pool>,
@@ -279,7 +284,7 @@ impl<W: Write> GzipEncoder<W> {
         inner.write_all(&gzip_header(level))?;
         let level = flate2::Compression::new(level);
         let engine = if threads <= 1 {
-            Engine::Inline(Box::new(Compress::new(level, false)))
+            Engine::Inline
         } else {
             Engine::Parallel {
                 threads,
@@ -316,47 +321,48 @@ impl<W: Write> GzipEncoder<W> {
         let dict = std::mem::replace(&mut self.dict, next_dict);
         // Zeros after zeros (sparse files, zero-filled images) deflate to the same bytes every
         // time, as a block is a pure function of its input: deflated once, then copied.
-        let repeat = if !last
+        let ready = if !last
             && data.len() == BLOCK_SIZE
             && dict.len() == DICT_SIZE
             && all_zero(&data)
             && all_zero(&dict)
         {
             if self.zero_block.is_none() {
-                let mut compress = Compress::new(self.level, false);
-                self.zero_block = Some(deflate_block(&mut compress, &dict, &data, false)?);
+                self.zero_block = Some(deflate_block(self.level, &dict, &data, false)?);
             }
             self.zero_block.clone()
         } else {
             None
         };
-        match &mut self.engine {
-            Engine::Inline(compress) => {
-                let block = match repeat {
+        match (&mut self.engine, ready) {
+            (Engine::Inline, ready) => {
+                let block = match ready {
                     Some(block) => block,
-                    None => deflate_block(compress, &dict, &data, last)?,
+                    None => deflate_block(self.level, &dict, &data, last)?,
                 };
                 write_block(&mut self.inner, &mut self.crc, block)
             }
             // The whole stream is one block (a small layer): not worth starting threads for.
-            Engine::Parallel { pool: None, .. } if last => {
-                let mut compress = Compress::new(self.level, false);
-                let block = deflate_block(&mut compress, &dict, &data, last)?;
+            (Engine::Parallel { pool: None, .. }, None) if last => {
+                let block = deflate_block(self.level, &dict, &data, last)?;
                 write_block(&mut self.inner, &mut self.crc, block)
             }
-            Engine::Parallel {
-                threads,
-                pool,
-                next_seq,
-                next_write,
-            } => {
+            (
+                Engine::Parallel {
+                    threads,
+                    pool,
+                    next_seq,
+                    next_write,
+                },
+                ready,
+            ) => {
                 let pool = match pool {
                     Some(p) => p,
                     None => pool.insert(Pool::start(*threads, self.level)?),
                 };
                 {
                     let mut queue = pool.shared.lock()?;
-                    match repeat {
+                    match ready {
                         // Done already: written in its turn like the workers' blocks.
                         Some(block) => {
                             queue.done.insert(*next_seq, Ok(block));
@@ -418,7 +424,7 @@ impl<W: Write> GzipEncoder<W> {
         self.inner.write_all(&len.to_le_bytes())?;
         self.inner.flush()?;
         // Stop the workers before handing the writer back.
-        self.engine = Engine::Inline(Box::new(Compress::new(self.level, false)));
+        self.engine = Engine::Inline;
         Ok(self.inner)
     }
 }
@@ -518,10 +524,10 @@ mod tests {
             .collect()
     }
 
-    /// The stream as the module docs define it, block by block on one thread, nothing reused.
+    /// The stream as the module docs define it, block by block, each with a compressor of its
+    /// own, nothing reused.
     fn reference(data: &[u8], level: u32) -> Vec<u8> {
         let mut out = gzip_header(level).to_vec();
-        let mut compress = Compress::new(flate2::Compression::new(level), false);
         let mut crc = crc32fast::Hasher::new();
         let blocks: Vec<&[u8]> = if data.is_empty() {
             vec![data]
@@ -532,13 +538,54 @@ mod tests {
             let start = i * BLOCK_SIZE;
             let dict = &data[start.saturating_sub(DICT_SIZE)..start];
             let last = i + 1 == blocks.len();
-            let b = deflate_block(&mut compress, dict, block, last).unwrap();
+            let b = deflate_block(flate2::Compression::new(level), dict, block, last).unwrap();
             out.extend_from_slice(&b.deflated);
             crc.combine(&b.crc);
         }
         out.extend_from_slice(&crc.clone().finalize().to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         out
+    }
+
+    /// Tar-like bytes: 512-byte headers with names and octal fields, short zero-padded bodies.
+    fn tar_like(len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0u32;
+        while out.len() < len {
+            let mut header = format!("dir/file-{i}").into_bytes();
+            header.resize(100, 0);
+            let fields = format!(
+                "0000644\x000000000\x000000000\x00{:011o}\x00{:011o}\x00",
+                i * 7 % 900,
+                1_700_000_000 + i
+            );
+            header.extend(fields.bytes());
+            header.resize(512, 0);
+            out.extend(header);
+            let mut body = format!("content of file {i}\n")
+                .repeat((i % 5 + 1) as usize)
+                .into_bytes();
+            body.resize(512, 0);
+            out.extend(body);
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn blocks_do_not_depend_on_what_was_compressed_before() {
+        // With these bytes, zlib-rs reused across blocks (reset between them) gave a second
+        // block and a last block of 21,000 bytes other bytes than a new compressor: the
+        // encoder's output then depended on which worker took which block.
+        let data = tar_like(400_000);
+        let stream = &data[data.len() - 2 * BLOCK_SIZE - 21_000..];
+        for threads in [1, 2, 3] {
+            assert!(
+                gzip(stream, 6, threads, 50_000) == reference(stream, 6),
+                "threads {threads}"
+            );
+        }
     }
 
     #[test]
