@@ -122,11 +122,7 @@ pub fn write_layer<W: Write + Send>(
                 Ok((digest, size))
             })
             .map_err(Error::Write)?;
-        let sink = ChunkWriter {
-            chunk: Vec::with_capacity(CHUNK),
-            chunks: compressed,
-            spare: spare_compressed,
-        };
+        let sink = ChunkWriter::new(compressed, spare_compressed);
         // Dropping the encoder (on an error) closes the channel, which ends the writer.
         let tarred = compress_tar(diff, options, sink);
         let written = writer
@@ -161,11 +157,7 @@ fn compress_tar(
         "layer-tar",
         4,
         move |chunks| {
-            let mut out = ChunkWriter {
-                chunk: Vec::with_capacity(CHUNK),
-                chunks,
-                spare,
-            };
+            let mut out = ChunkWriter::new(chunks, spare);
             write_tar(diff, options.source_date_epoch, &mut out)?;
             out.send()
         },
@@ -195,6 +187,14 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
+    fn new(chunks: SyncSender<Vec<u8>>, spare: Receiver<Vec<u8>>) -> ChunkWriter {
+        ChunkWriter {
+            chunk: Vec::with_capacity(CHUNK),
+            chunks,
+            spare,
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.chunk.is_empty() {
             return Ok(());
@@ -486,7 +486,8 @@ impl<W: Write> TarChanges<W> {
             return open_content(&self.root_dir, rel);
         }
         let dir_fd = match &self.last_dir {
-            Some((last, fd)) if last == dir => fd,
+            // Bytes, not components: both come from the same walk, and this runs per file.
+            Some((last, fd)) if last.as_os_str() == dir.as_os_str() => fd,
             _ => {
                 let fd = rustix::fs::openat(
                     &self.root_dir,

@@ -66,7 +66,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         user: args.user.clone(),
         workdir: args.workdir.clone(),
         tty: args.tty,
-        tty_size: terminal_size(),
+        tty_size: args.tty.then(terminal_size).flatten(),
     };
     let stdio = StdioSet {
         stdin: if args.interactive {
