@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use store_support::{Root, busybox_tar, check_consistent};
 
-/// The busybox rootfs plus 8 MiB of incompressible data, so import and load take long enough
+/// The busybox rootfs plus 16 MiB of incompressible data, so import and load take long enough
 /// to be killed in the middle.
 fn big_rootfs(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("big.tar");
@@ -24,7 +24,7 @@ fn big_rootfs(dir: &std::path::Path) -> PathBuf {
         b.append(&header, &mut entry).unwrap();
     }
     let mut rng = rand::rng();
-    for i in 0..2 {
+    for i in 0..4 {
         let mut data = vec![0u8; 4 << 20];
         rng.fill(&mut data[..]);
         let mut h = tar::Header::new_ustar();
@@ -66,9 +66,21 @@ fn sigkill_during_load_and_import_leaves_a_usable_store() {
 
     let root = Root::new();
     root.import_busybox("survivor");
+    let ingest_files = || {
+        std::fs::read_dir(root.path().join("ingest"))
+            .unwrap()
+            .count()
+    };
+    // Each run is killed at a random moment of its measured duration, or completes. Runs go on
+    // until enough of them were killed, and enough of those while writing a blob (a temporary
+    // file left in `ingest/`), so a fast or slow moment of the machine cannot make the test
+    // pass without killing anything mid-way.
     let mut rng = rand::rng();
-    let mut killed = 0;
-    for i in 0..8 {
+    let (mut killed, mut killed_writing) = (0, 0);
+    for i in 0..64 {
+        if killed >= 6 && killed_writing >= 2 {
+            break;
+        }
         let mut cmd = root.strata_process();
         let duration = if i % 2 == 0 {
             cmd.args(["load", "-i", archive.to_str().unwrap()]);
@@ -77,6 +89,7 @@ fn sigkill_during_load_and_import_leaves_a_usable_store() {
             cmd.args(["import", big.to_str().unwrap(), &format!("imported:{i}")]);
             import_ms
         };
+        let leftovers = ingest_files();
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -88,12 +101,18 @@ fn sigkill_during_load_and_import_leaves_a_usable_store() {
             killed += 1;
         }
         child.wait().unwrap();
+        if ingest_files() > leftovers {
+            killed_writing += 1;
+        }
         // The next commands work without any repair step, and everything named is whole.
         root.strata().arg("images").assert().success();
         check_consistent(&root.path());
         assert!(root.store().resolve("survivor").is_ok());
     }
-    assert!(killed >= 2, "only {killed} of 8 runs were killed mid-way");
+    assert!(
+        killed >= 6 && killed_writing >= 2,
+        "of 64 runs {killed} were killed, {killed_writing} of them while writing a blob"
+    );
 
     // Completed runs work, and collection clears what the killed ones left behind.
     root.strata()
