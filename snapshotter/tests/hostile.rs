@@ -5,9 +5,10 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use strata_snapshotter::{Driver, Error, Snapshotter};
+use proptest::prelude::*;
+use strata_snapshotter::{Driver, Error, ExtractOptions, Snapshotter, WhiteoutMode};
 
 /// One raw tar entry; names are written as given (the `tar` crate refuses `..`).
 fn entry(name: &[u8], kind: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
@@ -97,8 +98,8 @@ impl Scene {
     }
 }
 
-fn victim_bytes(s: &Scene) -> Vec<u8> {
-    s.victim.as_os_str().as_encoded_bytes().to_vec()
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_encoded_bytes().to_vec()
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn dot_dot_escapes_are_refused() {
 #[test]
 fn hard_links_out_of_the_root_are_refused() {
     let s = scene();
-    let secret = [&victim_bytes(&s)[..], b"/secret"].concat();
+    let secret = [&path_bytes(&s.victim)[..], b"/secret"].concat();
     let via_dotdot = b"../../../../../../../../../../../../etc/passwd";
     for link in [&secret[..], &via_dotdot[..]] {
         let err = s.refused(&archive(&[entry(b"hl", b'1', link, b"")]));
@@ -126,7 +127,7 @@ fn hard_links_out_of_the_root_are_refused() {
     }
     // Through a symlink the archive made: the symlink resolves inside the root.
     let err = s.refused(&archive(&[
-        entry(b"link", b'2', &victim_bytes(&s), b""),
+        entry(b"link", b'2', &path_bytes(&s.victim), b""),
         entry(b"hl", b'1', b"link/secret", b""),
     ]));
     assert!(matches!(err, Error::BadEntry { .. }), "{err}");
@@ -138,7 +139,7 @@ fn symlinked_parents_resolve_inside_the_root() {
     // A symlink to the victim's absolute path, then a file below it: the symlink is resolved
     // as if the root were `/`, where no such directory exists.
     let err = s.refused(&archive(&[
-        entry(b"link", b'2', &victim_bytes(&s), b""),
+        entry(b"link", b'2', &path_bytes(&s.victim), b""),
         entry(b"link/pwned", b'0', b"", b"boom"),
     ]));
     assert!(
@@ -165,7 +166,7 @@ fn symlinked_parents_resolve_inside_the_root() {
 #[test]
 fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
     let s = scene();
-    let secret = [&victim_bytes(&s)[..], b"/secret"].concat();
+    let secret = [&path_bytes(&s.victim)[..], b"/secret"].concat();
     let layer = archive(&[
         entry(b"trap", b'2', &secret, b""),
         entry(b"trap", b'0', b"", b"overwritten?"),
@@ -252,4 +253,120 @@ fn extraction_into_a_plain_directory_stays_inside_it() {
     strata_snapshotter::extract_layer(&layer[..], &target, &Default::default()).unwrap();
     assert_eq!(fs::read_to_string(target.join("etc/x")).unwrap(), "x");
     assert!(!Path::new("/etc/x").exists() || fs::read_to_string("/etc/x").unwrap() != "x");
+}
+
+/// What a generated archive entry is: (type flag, name, link name).
+type GenEntry = (u8, Vec<u8>, Vec<u8>);
+
+/// Names built from parts that have hurt extractors: `..`, `.`, whiteouts, a name the victim
+/// directory holds, leading `/` and `./`.
+fn hostile_name() -> impl Strategy<Value = Vec<u8>> {
+    let part = prop::sample::select(vec![
+        "a",
+        "b",
+        "up",
+        "abs",
+        "..",
+        ".",
+        "secret",
+        ".wh.a",
+        ".wh.up",
+        ".wh.secret",
+        ".wh..wh..opq",
+    ]);
+    let lead = prop::sample::select(vec!["", "/", "./"]);
+    (lead, prop::collection::vec(part, 1..4))
+        .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")).into_bytes())
+}
+
+/// Link targets: archive names, the victim by absolute path, and `..` chains of any depth to
+/// it (the target directory sits beside the victim).
+fn hostile_link(victim: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let secret = [&victim[..], b"/secret"].concat();
+    prop_oneof![
+        hostile_name(),
+        prop::sample::select(vec![victim, secret, b"/".to_vec()]),
+        (0usize..6, any::<bool>()).prop_map(|(depth, file)| {
+            let tail = if file { "victim/secret" } else { "victim" };
+            format!("{}{tail}", "../".repeat(depth)).into_bytes()
+        }),
+    ]
+}
+
+fn hostile_entries(victim: Vec<u8>) -> impl Strategy<Value = Vec<GenEntry>> {
+    let kind = prop::sample::select(vec![b'0', b'5', b'2', b'1']);
+    prop::collection::vec((kind, hostile_name(), hostile_link(victim)), 1..8)
+}
+
+/// A temporary directory holding `victim/secret` and an empty `target/`.
+fn victim_beside_target() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (victim, target) = (tmp.path().join("victim"), tmp.path().join("target"));
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("secret"), "untouched").unwrap();
+    fs::create_dir(&target).unwrap();
+    (tmp, victim, target)
+}
+
+fn assert_only_target_changed(tmp: &Path, victim: &Path) {
+    let mut names: Vec<_> = fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["target", "victim"]);
+    let names: Vec<_> = fs::read_dir(victim)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["secret"]);
+    let secret = victim.join("secret");
+    assert!(fs::symlink_metadata(&secret).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "untouched");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any sequence of such entries, extracted either way (whiteouts stored, or applied to a
+    /// directory whose lower layers hold symlinks out of it), succeeds or fails without writing,
+    /// linking or deleting anything outside the target.
+    #[test]
+    fn generated_hostile_archives_stay_inside_the_target(
+        // The victim's absolute path is known per case only: a placeholder stands for it.
+        generated in hostile_entries(b"@VICTIM".to_vec()),
+        apply in any::<bool>(),
+    ) {
+        let (tmp, victim, target) = victim_beside_target();
+        let victim_path = path_bytes(&victim);
+        let entries: Vec<Vec<u8>> = generated
+            .iter()
+            .map(|(kind, name, link)| {
+                let link = replace_placeholder(link, &victim_path);
+                entry(name, *kind, &link, if *kind == b'0' { b"boom" } else { b"" })
+            })
+            .collect();
+        let whiteouts = if apply {
+            // What lower layers left: plain files and symlinks pointing out, by both kinds
+            // of path.
+            fs::create_dir(target.join("a")).unwrap();
+            fs::write(target.join("a/b"), "lower").unwrap();
+            std::os::unix::fs::symlink("../victim", target.join("up")).unwrap();
+            std::os::unix::fs::symlink(&victim, target.join("abs")).unwrap();
+            WhiteoutMode::Apply
+        } else {
+            WhiteoutMode::Overlay
+        };
+        let options = ExtractOptions { whiteouts, max_uncompressed_size: None };
+        // Either outcome is fine; what it touched is the property.
+        let _ = strata_snapshotter::extract_layer(&archive(&entries)[..], &target, &options);
+        assert_only_target_changed(tmp.path(), &victim);
+    }
+}
+
+fn replace_placeholder(link: &[u8], victim: &[u8]) -> Vec<u8> {
+    match link.strip_prefix(b"@VICTIM") {
+        Some(rest) => [victim, rest].concat(),
+        None => link.to_vec(),
+    }
 }
