@@ -627,4 +627,68 @@ mod tests {
         assert_eq!(path_match("[", "a"), None);
         assert_eq!(path_match("a\\*", "a*"), Some(true));
     }
+
+    /// Strings made of what references are made of: mostly shaped like one (domain, path
+    /// components, tag, digest, any of them in upper case or missing), some shapeless.
+    fn reference_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let shaped = (
+            proptest::option::of(prop_oneof![
+                proptest::sample::select(vec!["docker.io/", "index.docker.io/", "localhost/"])
+                    .prop_map(String::from),
+                "[a-zA-Z0-9.-]{1,12}(:[0-9]{1,5})?/",
+            ]),
+            "(library/)?[a-z0-9]{1,6}([._-]{1,2}[a-z0-9]{1,4}){0,2}(/[a-z0-9]{1,6}){0,3}",
+            proptest::option::of(":[A-Za-z0-9_.-]{1,12}"),
+            proptest::option::of("@sha256:[0-9a-f]{64}"),
+        )
+            .prop_map(|(domain, path, tag, digest)| {
+                [domain, Some(path), tag, digest]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            });
+        prop_oneof![3 => shaped, 1 => "[a-zA-Z0-9._:/@-]{0,48}"]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// What parses prints back to itself, in full and familiar form: the store keys images
+        /// by the printed form, and users see the familiar one.
+        #[test]
+        fn a_parsed_name_reparses_from_its_printed_forms(s in reference_like()) {
+            if let Ok(r) = parse_normalized_named(&s) {
+                let full = r.to_string();
+                proptest::prop_assert_eq!(&parse_normalized_named(&full).unwrap(), &r);
+                proptest::prop_assert_eq!(&parse_named(&full).unwrap(), &r);
+                // As upstream, Docker Hub's `docker.io/a.b/c` is shown as `a.b/c`, which reads
+                // back as registry `a.b`: the familiar form is ambiguous there.
+                let first = r.path().split('/').next().unwrap_or_default();
+                let hub_path_like_a_domain = r.domain() == DEFAULT_DOMAIN
+                    && (first.contains(['.', ':']) || first == "localhost");
+                if !hub_path_like_a_domain {
+                    let familiar = parse_normalized_named(&r.familiar_string()).unwrap();
+                    proptest::prop_assert_eq!(&familiar, &r);
+                }
+                let named = AnyReference::Named(r.clone());
+                proptest::prop_assert!(familiar_match(&r.familiar_string(), &named));
+            }
+        }
+
+        /// Nothing panics on any input.
+        #[test]
+        fn any_input_is_an_answer_or_an_error(s in proptest::prelude::any::<String>(), p in reference_like()) {
+            for input in [&s, &p] {
+                let _ = Reference::parse(input);
+                let _ = parse_docker_ref(input);
+                let _ = parse_named(input);
+                let _ = with_name(input);
+                if let Ok(any) = parse_any(input) {
+                    let _ = familiar_match(&s, &any);
+                }
+                let _ = path_match(input, &p);
+            }
+        }
+    }
 }
