@@ -3,9 +3,10 @@
 
 mod run_support;
 mod store_support;
+mod udp_support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use run_support::Env;
@@ -95,6 +96,48 @@ fn published_port_reaches_httpd_and_a_bound_port_is_refused() {
 }
 
 #[test]
+fn published_udp_ports_reach_the_container_and_publish_all_includes_them() {
+    let env = Env::new();
+    env.image("dns", &["EXPOSE 5353/udp 80", r#"CMD ["sleep", "60"]"#]);
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:5353/udp");
+    env.ok(&["run", "-d", "--name", "dns", "-p", &publish, "dns"]);
+    let pid = env.inspect("dns")["State"]["Pid"].as_i64().unwrap();
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    udp_support::serve_echo_in(netns, 5353);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let published = format!("127.0.0.1:{port}").parse().unwrap();
+    let answer = udp_support::ask(&client, published, "query");
+    assert!(answer.starts_with("query from 127.0.0.1:"), "{answer}");
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains(&format!("127.0.0.1:{port}->5353/udp")), "{ps}");
+    let ports = env.inspect("dns")["NetworkSettings"]["Ports"].clone();
+    assert_eq!(
+        ports["5353/udp"][0]["HostPort"],
+        port.to_string(),
+        "{ports}"
+    );
+    env.ok(&["stop", "-t", "0", "dns"]);
+    UdpSocket::bind(published).expect("stopping the container freed the port");
+
+    // -P publishes both exposed ports, each with its protocol.
+    env.ok(&["run", "-d", "--name", "all", "-P", "dns"]);
+    let ports = env.inspect("all")["NetworkSettings"]["Ports"].clone();
+    for key in ["5353/udp", "80/tcp"] {
+        let host_port = ports[key][0]["HostPort"].as_str().unwrap_or_default();
+        assert!(
+            host_port.parse::<u16>().is_ok_and(|p| p != 0),
+            "{key}: {ports}"
+        );
+    }
+    env.ok(&["rm", "-f", "all"]);
+}
+
+#[test]
 fn network_modes() {
     let env = Env::new();
     env.image("bb", &[]);
@@ -142,6 +185,6 @@ fn network_modes() {
         err.contains("published ports need a private network"),
         "{err}"
     );
-    let (_, err) = env.fails(&["run", "--rm", "-p", "53/udp", "bb", "true"]);
-    assert!(err.contains("TCP only"), "{err}");
+    let (_, err) = env.fails(&["run", "--rm", "-p", "53/sctp", "bb", "true"]);
+    assert!(err.contains("protocol sctp is not supported"), "{err}");
 }

@@ -1,14 +1,15 @@
 //! Networks: none and private (own namespace, only `lo`, up), host, and the userspace port proxy.
 
 mod runtime_support;
+mod udp_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runtime_support::{Rootfs, STRATA, run};
-use strata_runtime::proxy::{PortMapping, PortProxy};
+use strata_runtime::proxy::{PortMapping, PortProxy, Protocol};
 use strata_runtime::spec::{self, Network};
 use strata_runtime::{Sandbox, StdioSet};
 
@@ -77,6 +78,7 @@ fn published_port_reaches_a_private_container() {
     let mapping = PortMapping {
         host: "127.0.0.1:0".parse().unwrap(),
         container_port: 8080,
+        protocol: Protocol::Tcp,
     };
     // Both ways of connecting inside: a thread joining the namespace (root), and the connector
     // process that rootless callers use.
@@ -105,6 +107,58 @@ fn published_port_reaches_a_private_container() {
     container.signal(libc::SIGKILL).unwrap();
     let exit = container.wait().unwrap();
     assert_eq!(exit.status.signal, Some(libc::SIGKILL));
+}
+
+#[test]
+fn published_udp_port_relays_each_client_apart() {
+    let rootfs = Rootfs::new();
+    let spec = rootfs.spec("echo ready; exec sleep 60");
+    let mut container = Sandbox::new(STRATA)
+        .spawn(&spec, StdioSet::piped())
+        .unwrap();
+    let mut stdout = BufReader::new(container.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let mapping = PortMapping {
+        host: "127.0.0.1:0".parse().unwrap(),
+        container_port: 5353,
+        protocol: Protocol::Udp,
+    };
+    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
+    let (user, net) = (
+        container.namespace("user").unwrap(),
+        container.namespace("net").unwrap(),
+    );
+    let by_process =
+        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    // A datagram before anything listens inside is lost, and does not stop the relay.
+    let early = UdpSocket::bind("127.0.0.1:0").unwrap();
+    early
+        .send_to(b"too early", by_thread.local_addrs()[0])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    udp_support::serve_echo_in(container.namespace("net").unwrap(), 5353);
+    assert!(udp_support::ask(&early, by_thread.local_addrs()[0], "later").starts_with("later"));
+    for proxy in [&by_thread, &by_process] {
+        let published = proxy.local_addrs()[0];
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        // Each client is a peer of its own inside, and gets its own answers, every time.
+        let first_a = udp_support::ask(&a, published, "a1");
+        let first_b = udp_support::ask(&b, published, "b1");
+        let peer = |answer: &str| answer.rsplit(' ').next().unwrap().to_string();
+        assert_ne!(peer(&first_a), peer(&first_b));
+        assert_eq!(peer(&udp_support::ask(&a, published, "a2")), peer(&first_a));
+        assert_eq!(peer(&udp_support::ask(&b, published, "b2")), peer(&first_b));
+    }
+    let addr = by_thread.local_addrs()[0];
+    drop(by_thread);
+    drop(by_process);
+    UdpSocket::bind(addr).expect("the proxy let go of the published port");
+    container.signal(libc::SIGKILL).unwrap();
+    container.wait().unwrap();
 }
 
 /// GETs /index.html through `addr`, retrying while the server inside is still starting (the proxy

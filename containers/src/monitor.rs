@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use strata_runtime::proxy::{PortMapping, PortProxy};
+use strata_runtime::proxy::{PortMapping, PortProxy, Protocol};
 use strata_runtime::{Container, ExternalRuntime, Sandbox, Stdio, StdioSet};
 use strata_snapshotter::Mount;
 
@@ -587,9 +587,15 @@ fn port_mappings(ports: &[PortBinding]) -> Result<Vec<PortMapping>> {
                 .host_ip
                 .parse()
                 .map_err(|_| Error::Invalid(format!("invalid host IP {:?}", p.host_ip)))?;
+            let protocol = match p.protocol.as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                other => return Err(Error::Invalid(format!("unsupported protocol {other:?}"))),
+            };
             Ok(PortMapping {
                 host: SocketAddr::new(ip, p.host_port),
                 container_port: p.container_port,
+                protocol,
             })
         })
         .collect()
@@ -605,7 +611,12 @@ fn port_error(ports: &[PortBinding], error: &io::Error) -> Error {
         } else {
             &addr
         };
-        if let Err(e) = TcpListener::bind(target.as_str()) {
+        let bound = if p.protocol == "udp" {
+            UdpSocket::bind(target.as_str()).map(drop)
+        } else {
+            TcpListener::bind(target.as_str()).map(drop)
+        };
+        if let Err(e) = bound {
             return Error::Invalid(format!(
                 "Bind for {addr} failed: port is already allocated ({e})"
             ));

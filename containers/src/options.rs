@@ -15,9 +15,9 @@ pub fn parse_publish(s: &str) -> Result<PortBinding> {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (s, "tcp".to_string()),
     };
-    if protocol != "tcp" {
+    if protocol != "tcp" && protocol != "udp" {
         return Err(bad(&format!(
-            "protocol {protocol} is not supported (the userspace proxy carries TCP only)"
+            "protocol {protocol} is not supported (the userspace proxy carries TCP and UDP)"
         )));
     }
     // An IPv6 host address is written in brackets: [::1]:8080:80.
@@ -386,8 +386,11 @@ mod tests {
         assert_eq!(p.host_port, 0);
         let p = parse_publish("[::1]:9000:90").unwrap();
         assert_eq!((p.host_ip.as_str(), p.host_port), ("::1", 9000));
+        let p = parse_publish("5353:53/UDP").unwrap();
+        assert_eq!((p.host_port, p.container_port), (5353, 53));
+        assert_eq!(p.protocol, "udp");
         for bad in [
-            "80/udp",
+            "80/sctp",
             "x:80",
             "1:2:3:4",
             "70000:80",

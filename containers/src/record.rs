@@ -108,7 +108,7 @@ pub struct PortBinding {
     /// Host port; 0 picks a free one when the container starts.
     pub host_port: u16,
     pub container_port: u16,
-    /// `tcp` (the userspace proxy carries TCP only).
+    /// `tcp` or `udp`.
     pub protocol: String,
 }
 

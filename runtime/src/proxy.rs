@@ -1,7 +1,11 @@
 //! The userspace port proxy for private networks (`strata run -p`): it accepts on the host and,
 //! for each connection, connects from inside the container's network namespace to
 //! `127.0.0.1:<container port>`, then copies both ways. No bridge, no iptables, no private
-//! addresses. TCP only.
+//! addresses.
+//!
+//! UDP is relayed as docker-proxy does: each client address gets a socket of its own inside,
+//! connected to the container port, whose replies go back to that client from the published
+//! port; a client silent for [`UDP_IDLE`] is forgotten.
 //!
 //! Sockets belong to the namespace they are created in, so only the upstream socket has to be
 //! made inside. As root, the connection's thread joins the network namespace itself. Without
@@ -10,20 +14,46 @@
 //! the helper executable in its connector mode, joins the container's user and network
 //! namespaces and hands connected sockets back over a socket pair.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::channel;
 use crate::{Container, HELPER_ARG, Sandbox};
 
 /// The helper's argument for connector mode: `HELPER_ARG CONNECTOR_ARG <init pid>`.
 pub(crate) const CONNECTOR_ARG: &str = "connect";
+
+/// How long a UDP client may stay silent before its socket inside is closed (docker-proxy's
+/// `UDPConnTrackTimeout`).
+pub const UDP_IDLE: Duration = Duration::from_secs(90);
+
+/// The largest UDP payload (65,535 less the IPv4 and UDP headers).
+const MAX_DATAGRAM: usize = 65_507;
+
+/// A transport protocol the proxy carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The byte a connector request names it by.
+    fn code(self) -> u8 {
+        match self {
+            Protocol::Tcp => b't',
+            Protocol::Udp => b'u',
+        }
+    }
+}
 
 /// One published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +62,7 @@ pub struct PortMapping {
     pub host: SocketAddr,
     /// The port inside the container.
     pub container_port: u16,
+    pub protocol: Protocol,
 }
 
 /// How upstream connections are made inside the container's network namespace.
@@ -46,26 +77,37 @@ enum Connector {
 }
 
 impl Connector {
-    fn connect(&self, port: u16) -> std::io::Result<TcpStream> {
+    /// A socket inside the container's network namespace, connected to `127.0.0.1:port`.
+    fn connect(&self, protocol: Protocol, port: u16) -> std::io::Result<OwnedFd> {
         match self {
             Connector::Setns(netns) => {
                 nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-                TcpStream::connect(("127.0.0.1", port))
+                connect_inside(protocol, port)
             }
             Connector::Process { socket, .. } => {
                 let socket = socket
                     .lock()
                     .map_err(|_| std::io::Error::other("connector lock poisoned"))?;
-                channel::send_raw(socket.as_fd(), &port.to_le_bytes(), &[])?;
+                let [low, high] = port.to_le_bytes();
+                channel::send_raw(socket.as_fd(), &[low, high, protocol.code()], &[])?;
                 let (reply, mut fds) = channel::recv_raw(socket.as_fd())?
                     .ok_or_else(|| std::io::Error::other("the port proxy connector ended"))?;
-                match fds.pop() {
-                    Some(fd) => Ok(TcpStream::from(fd)),
-                    None => Err(std::io::Error::other(
-                        String::from_utf8_lossy(&reply).into_owned(),
-                    )),
-                }
+                fds.pop().ok_or_else(|| {
+                    std::io::Error::other(String::from_utf8_lossy(&reply).into_owned())
+                })
             }
+        }
+    }
+}
+
+/// A socket of this thread's network namespace connected to `127.0.0.1:port`.
+fn connect_inside(protocol: Protocol, port: u16) -> std::io::Result<OwnedFd> {
+    match protocol {
+        Protocol::Tcp => TcpStream::connect(("127.0.0.1", port)).map(OwnedFd::from),
+        Protocol::Udp => {
+            let socket = UdpSocket::bind(("127.0.0.1", 0))?;
+            socket.connect(("127.0.0.1", port))?;
+            Ok(OwnedFd::from(socket))
         }
     }
 }
@@ -146,16 +188,24 @@ impl PortProxy {
             connector,
         };
         for mapping in mappings {
-            let listener = TcpListener::bind(mapping.host)?;
-            proxy.local.push(listener.local_addr()?);
             let (connector, stop_read, port) = (
                 proxy.connector.clone(),
                 stop_read.clone(),
                 mapping.container_port,
             );
-            proxy.acceptors.push(std::thread::spawn(move || {
-                accept_loop(listener, &connector, &stop_read, port)
-            }));
+            let acceptor = match mapping.protocol {
+                Protocol::Tcp => {
+                    let listener = TcpListener::bind(mapping.host)?;
+                    proxy.local.push(listener.local_addr()?);
+                    std::thread::spawn(move || accept_loop(listener, &connector, &stop_read, port))
+                }
+                Protocol::Udp => {
+                    let socket = UdpSocket::bind(mapping.host)?;
+                    proxy.local.push(socket.local_addr()?);
+                    std::thread::spawn(move || udp_relay(socket, &connector, &stop_read, port))
+                }
+            };
+            proxy.acceptors.push(acceptor);
         }
         Ok(proxy)
     }
@@ -186,11 +236,14 @@ impl Drop for PortProxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, connector: &Arc<Connector>, stop: &OwnedFd, port: u16) {
+/// Waits until `fd` is readable (true) or `stop` is (false: the proxy is stopping), for at
+/// most `timeout` (then `None`).
+fn wait_readable(fd: BorrowedFd<'_>, stop: &OwnedFd, timeout: Option<Duration>) -> Option<bool> {
+    let millis = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: listener.as_raw_fd(),
+                fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -201,24 +254,96 @@ fn accept_loop(listener: TcpListener, connector: &Arc<Connector>, stop: &OwnedFd
             },
         ];
         // SAFETY: poll(2) on two descriptors we hold.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        match unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) } {
+            0 => return None,
+            n if n < 0 => {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Some(false);
             }
-            return;
+            _ => return Some(fds[1].revents == 0),
         }
-        if fds[1].revents != 0 {
-            return;
-        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, connector: &Arc<Connector>, stop: &OwnedFd, port: u16) {
+    while wait_readable(listener.as_fd(), stop, None) == Some(true) {
         let Ok((client, _)) = listener.accept() else {
             continue;
         };
         let connector = connector.clone();
         std::thread::spawn(move || {
-            if let Ok(upstream) = connector.connect(port) {
-                splice_both_ways(client, upstream);
+            if let Ok(upstream) = connector.connect(Protocol::Tcp, port) {
+                splice_both_ways(client, TcpStream::from(upstream));
             }
         });
+    }
+}
+
+/// The UDP clients of one published port, each with its socket inside.
+type UdpClients = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
+/// Relays datagrams from clients of the published `socket` to `port` inside, a socket inside per
+/// client; a thread per client sends the replies back. Returns when the proxy stops, once those
+/// threads are done (so the published port is closed when the proxy is dropped).
+fn udp_relay(socket: UdpSocket, connector: &Arc<Connector>, stop: &Arc<OwnedFd>, port: u16) {
+    let socket = Arc::new(socket);
+    let clients: UdpClients = Arc::default();
+    let mut repliers: Vec<JoinHandle<()>> = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while wait_readable(socket.as_fd(), stop, None) == Some(true) {
+        repliers.retain(|r| !r.is_finished());
+        let Ok((n, client)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let known = match clients.lock() {
+            Ok(clients) => clients.get(&client).cloned(),
+            Err(_) => return,
+        };
+        let upstream = match known {
+            Some(upstream) => upstream,
+            None => {
+                let Ok(fd) = connector.connect(Protocol::Udp, port) else {
+                    continue;
+                };
+                let upstream = Arc::new(UdpSocket::from(fd));
+                match clients.lock() {
+                    Ok(mut clients) => clients.insert(client, upstream.clone()),
+                    Err(_) => return,
+                };
+                let (socket, clients, stop) = (socket.clone(), clients.clone(), stop.clone());
+                let replies = upstream.clone();
+                repliers.push(std::thread::spawn(move || {
+                    udp_replies(&replies, &socket, client, &stop);
+                    if let Ok(mut clients) = clients.lock() {
+                        clients.remove(&client);
+                    }
+                }));
+                upstream
+            }
+        };
+        // A datagram nobody inside takes is lost, as on a network.
+        let _ = upstream.send(&buf[..n]);
+    }
+    for replier in repliers {
+        let _ = replier.join();
+    }
+}
+
+/// Sends what arrives on `upstream` to `client` from the published `socket`, until the client
+/// has been idle for [`UDP_IDLE`] or the proxy stops.
+fn udp_replies(upstream: &UdpSocket, socket: &UdpSocket, client: SocketAddr, stop: &OwnedFd) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while wait_readable(upstream.as_fd(), stop, Some(UDP_IDLE)) == Some(true) {
+        match upstream.recv(&mut buf) {
+            Ok(n) => {
+                let _ = socket.send_to(&buf[..n], client);
+            }
+            // An earlier datagram found no socket inside (ICMP port unreachable): the next may.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -248,7 +373,8 @@ fn copy_then_shutdown(mut from: TcpStream, mut to: TcpStream) {
 
 /// Connector mode (single-threaded, in the helper executable): receives the container's user and
 /// network namespaces, joins them (the user namespace only when it is not ours already), then
-/// answers each port request with a socket connected to it, or an error message.
+/// answers each request (a port and a protocol) with a socket connected to it, or an error
+/// message.
 pub(crate) fn connector_main(control: &OwnedFd) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let (_, fds) = channel::recv_raw(control.as_fd())
@@ -265,12 +391,13 @@ pub(crate) fn connector_main(control: &OwnedFd) -> Result<(), String> {
     nix::sched::setns(net.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("joining the network namespace: {e}"))?;
     while let Some((request, _)) = channel::recv_raw(control.as_fd()).map_err(|e| e.to_string())? {
-        let port = match <[u8; 2]>::try_from(request.as_slice()) {
-            Ok(bytes) => u16::from_le_bytes(bytes),
-            Err(_) => return Err("bad request".into()),
+        let (port, protocol) = match request.as_slice() {
+            [low, high, b't'] => (u16::from_le_bytes([*low, *high]), Protocol::Tcp),
+            [low, high, b'u'] => (u16::from_le_bytes([*low, *high]), Protocol::Udp),
+            _ => return Err("bad request".into()),
         };
-        let sent = match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => channel::send_raw(control.as_fd(), b"ok", &[stream.as_raw_fd()]),
+        let sent = match connect_inside(protocol, port) {
+            Ok(socket) => channel::send_raw(control.as_fd(), b"ok", &[socket.as_raw_fd()]),
             Err(e) => channel::send_raw(control.as_fd(), e.to_string().as_bytes(), &[]),
         };
         sent.map_err(|e| e.to_string())?;

@@ -51,7 +51,7 @@ pub struct CreateArgs {
     /// Mount a tmpfs: `DST[:OPTIONS]`.
     #[arg(long)]
     tmpfs: Vec<String>,
-    /// Publish a container port: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp]`.
+    /// Publish a container port: `[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]`.
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
     /// Publish every port the image exposes on a free host port.
@@ -365,8 +365,15 @@ fn create_container(
             .unwrap_or_default();
         for port in exposed {
             let (number, protocol) = port.split_once('/').unwrap_or((&port, "tcp"));
-            if protocol == "tcp" && !ports.iter().any(|p| p.container_port.to_string() == number) {
-                ports.push(parse_publish(number)?);
+            if protocol != "tcp" && protocol != "udp" {
+                eprintln!("WARNING: exposed port {port} is not published: only TCP and UDP are");
+                continue;
+            }
+            let published = ports
+                .iter()
+                .any(|p| p.container_port.to_string() == number && p.protocol == protocol);
+            if !published {
+                ports.push(parse_publish(&port)?);
             }
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use strata_runtime::proxy::{PortMapping, PortProxy};
+use strata_runtime::proxy::{PortMapping, PortProxy, Protocol};
 use strata_runtime::spec::Network;
 use strata_runtime::{ExternalRuntime, Sandbox, Spec, StdioSet};
 
@@ -16,8 +16,8 @@ pub struct Args {
     /// Override the spec's network: host, none or private.
     #[arg(long, value_parser = ["host", "none", "private"])]
     network: Option<String>,
-    /// Publish a container port: `[HOST_IP:]HOST_PORT:CONTAINER_PORT` (TCP, through the userspace
-    /// proxy; HOST_IP defaults to 127.0.0.1).
+    /// Publish a container port: `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/udp]` (TCP unless `/udp`,
+    /// through the userspace proxy; HOST_IP defaults to 127.0.0.1).
     #[arg(short = 'p', long = "publish", value_parser = parse_publish)]
     publish: Vec<PortMapping>,
     /// Container id (external runtimes; cgroup name).
@@ -97,8 +97,12 @@ fn exit_code(code: i32) -> ExitCode {
 }
 
 fn parse_publish(value: &str) -> Result<PortMapping, String> {
-    let bad = || format!("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT, got {value:?}");
-    let (host, container) = value.rsplit_once(':').ok_or_else(bad)?;
+    let bad = || format!("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/udp], got {value:?}");
+    let (spec, protocol) = match value.strip_suffix("/udp") {
+        Some(spec) => (spec, Protocol::Udp),
+        None => (value, Protocol::Tcp),
+    };
+    let (host, container) = spec.rsplit_once(':').ok_or_else(bad)?;
     let container_port = container.parse().map_err(|_| bad())?;
     let host = match host.rsplit_once(':') {
         Some((ip, port)) => format!("{ip}:{port}"),
@@ -107,5 +111,6 @@ fn parse_publish(value: &str) -> Result<PortMapping, String> {
     Ok(PortMapping {
         host: host.parse().map_err(|_| bad())?,
         container_port,
+        protocol,
     })
 }
