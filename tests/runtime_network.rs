@@ -8,6 +8,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use oci_spec::runtime::LinuxNamespaceType;
 use runtime_support::{Rootfs, STRATA, run};
 use strata_runtime::proxy::{PortMapping, PortProxy, Protocol};
 use strata_runtime::spec::{self, Network};
@@ -159,6 +160,49 @@ fn published_udp_port_relays_each_client_apart() {
     UdpSocket::bind(addr).expect("the proxy let go of the published port");
     container.signal(libc::SIGKILL).unwrap();
     container.wait().unwrap();
+}
+
+#[test]
+fn a_network_namespace_given_by_path_is_joined() {
+    let rootfs = Rootfs::new();
+    let spec = rootfs.spec("readlink /proc/self/ns/net; exec sleep 60");
+    let mut first = Sandbox::new(STRATA)
+        .spawn(&spec, StdioSet::piped())
+        .unwrap();
+    let mut stdout = BufReader::new(first.stdout.take().unwrap());
+    let mut first_ns = String::new();
+    stdout.read_line(&mut first_ns).unwrap();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(first_ns.trim(), host_ns.to_str().unwrap());
+
+    // As `--network container:<first>`: the second container's spec names the first's namespace.
+    let with_path = |path: &str| {
+        let mut spec = rootfs.spec("readlink /proc/self/ns/net");
+        let mut linux = spec.linux().clone().unwrap();
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        for ns in namespaces.iter_mut() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(path.into()));
+            }
+        }
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        spec
+    };
+    let joined = run(&with_path(&format!("/proc/{}/ns/net", first.pid())));
+    assert_eq!(joined.stdout, first_ns, "{}", joined.stderr);
+    let missing = Sandbox::new(STRATA)
+        .spawn(&with_path("/nonexistent/ns/net"), StdioSet::piped())
+        .map(|c| c.wait())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        missing.contains("joining namespace /nonexistent/ns/net"),
+        "{missing}"
+    );
+    first.signal(libc::SIGKILL).unwrap();
+    first.wait().unwrap();
 }
 
 /// GETs /index.html through `addr`, retrying while the server inside is still starting (the proxy
