@@ -79,7 +79,8 @@ pub(crate) fn prune(base: &Path, label: impl Fn(&Path) -> String) -> io::Result<
     Ok(report)
 }
 
-/// Bytes of disk the files under `path` take.
+/// Bytes of disk the files under `path` take (allocated blocks, as BuildKit sizes its cache;
+/// Docker sizes volumes and containers by file sizes: `strata_containers::volumes::data_size`).
 fn disk_usage(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;

@@ -2,7 +2,7 @@
 //! Docker's `local` driver keeps them. Which containers use a volume is read from their configs
 //! ([`crate::Containers`] checks it before removing one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -160,7 +160,7 @@ impl Volumes {
     /// the bytes freed.
     pub(crate) fn delete(&self, name: &str) -> Result<u64> {
         let volume = self.get(name)?;
-        let size = disk_usage(&volume.mountpoint);
+        let size = data_size(&volume.mountpoint);
         let dir = self.path(name);
         // Renamed away first, so a half-deleted volume never looks like a volume.
         let doomed = self.dir.join(format!(".rm-{}", crate::names::new_id()));
@@ -170,20 +170,29 @@ impl Volumes {
     }
 }
 
-/// Bytes used by the files under `path` (not following symlinks).
-pub fn disk_usage(path: &Path) -> u64 {
+/// The size of what is under `path` as Docker reports a volume's or a container's (moby's
+/// `directory.Size`): the apparent sizes of everything but directories, symlinks not followed,
+/// a file with several hard links once. An empty volume is 0 B.
+pub fn data_size(path: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    data_size_below(path, &mut seen)
+}
+
+fn data_size_below(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir()
-        && let Ok(entries) = fs::read_dir(path)
-    {
-        for entry in entries.flatten() {
-            total += disk_usage(&entry.path());
-        }
+    if !meta.is_dir() {
+        let counted = meta.size() > 0 && seen.insert((meta.dev(), meta.ino()));
+        return if counted { meta.size() } else { 0 };
     }
-    total
+    let Ok(entries) = fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| data_size_below(&e.path(), seen))
+        .sum()
 }
 
 /// Fills an empty volume with what the image has at the mount point (Docker's copy-up on first
@@ -253,6 +262,21 @@ fn copy_attributes(meta: &fs::Metadata, dst: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_size_counts_as_docker_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("v");
+        assert_eq!(data_size(&root), 0, "missing");
+        fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        assert_eq!(data_size(&root), 0, "directories alone");
+        fs::write(root.join("sub/file"), "12345").unwrap();
+        fs::hard_link(root.join("sub/file"), root.join("link")).unwrap();
+        fs::write(root.join("sub/deeper/empty"), "").unwrap();
+        // A symlink counts its own length, not its target's.
+        std::os::unix::fs::symlink("sub/file", root.join("sym")).unwrap();
+        assert_eq!(data_size(&root), 5 + "sub/file".len() as u64);
+    }
 
     #[test]
     fn volumes_are_created_once_listed_and_deleted() {

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use strata_containers::volumes::disk_usage;
+use strata_containers::volumes::data_size;
 use strata_containers::{Containers, Record, Status};
 use strata_store::{GcOptions, GcReport, ImagePrune, meta::CACHE_HOLDER_PREFIX};
 
@@ -198,7 +198,7 @@ fn df(containers: &Containers) -> anyhow::Result<ExitCode> {
     let snapshotter = containers.snapshotter()?;
     let (mut container_size, mut stopped_size, mut running) = (0, 0, 0);
     for record in &records {
-        let size = disk_usage(&snapshotter.fs_path(&record.config.snapshot));
+        let size = data_size(&snapshotter.fs_path(&record.config.snapshot));
         container_size += size;
         if matches!(record.state.status, Status::Running | Status::Restarting) {
             running += 1;
@@ -210,7 +210,7 @@ fn df(containers: &Containers) -> anyhow::Result<ExitCode> {
     let in_use: HashSet<&str> = records.iter().flat_map(Record::volumes).collect();
     let (mut volume_size, mut unused_size, mut used) = (0, 0, 0);
     for volume in &volumes {
-        let size = disk_usage(&volume.mountpoint);
+        let size = data_size(&volume.mountpoint);
         volume_size += size;
         if in_use.contains(volume.name.as_str()) {
             used += 1;
