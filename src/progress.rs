@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strata_builder::{Event, ProgressSink};
+use strata_builder::{DownloadPhase, Event, ProgressSink};
+
+use crate::commands::image_output::human_size;
 
 /// `--progress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,6 +208,25 @@ impl Renderer {
                 }
                 let name = s.name(id).to_string();
                 s.line(&format!("#{id} {name} ERROR: {}", first_line(&error)));
+            }
+            Event::Download {
+                url,
+                phase,
+                bytes,
+                total,
+                duration_ms,
+            } => {
+                let took = secs(Duration::from_millis(duration_ms));
+                let what = match phase {
+                    DownloadPhase::Started => return s.line(&format!("#0 [internal] download {url}")),
+                    DownloadPhase::Running => match total {
+                        Some(t) => format!("{} / {} {took}", human_size(bytes), human_size(t)),
+                        None => format!("{} {took}", human_size(bytes)),
+                    },
+                    DownloadPhase::Done => format!("{} done {took}", human_size(bytes)),
+                    DownloadPhase::NotModified => format!("not modified, the copy fetched before is used {took}"),
+                };
+                s.line(&format!("#0 [internal] download {url}: {what}"));
             }
             Event::Warning { message } => s.line(&format!("WARNING: {message}")),
             Event::Image {

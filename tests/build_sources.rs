@@ -255,7 +255,21 @@ fn add_url_checks_the_checksum_and_is_cached_by_content() {
     let good = sha256(b"version 1\n");
     write(ctx.path(), "Dockerfile", &dockerfile(&good));
     let dir = ctx.path().to_str().unwrap();
-    ok(&root.build_json(&["-t", "url:1", dir]));
+    let ev = ok(&root.build_json(&["-t", "url:1", dir]));
+    // Each fetch is reported: started, then done with the body's size.
+    let downloads = |ev: &[serde_json::Value], of: &str, phase: &str| -> Vec<serde_json::Value> {
+        ev.iter()
+            .filter(|e| e["event"] == "download" && e["url"] == of && e["phase"] == phase)
+            .cloned()
+            .collect()
+    };
+    assert!(!downloads(&ev, &url, "started").is_empty(), "{ev:?}");
+    let done = downloads(&ev, &url, "done");
+    assert!(!done.is_empty(), "{ev:?}");
+    assert!(
+        done.iter().all(|e| e["bytes"] == 10 && e["total"] == 10),
+        "{done:?}"
+    );
     let (code, out, all) = run_image(
         &root,
         "url:1",
@@ -278,6 +292,20 @@ fn add_url_checks_the_checksum_and_is_cached_by_content() {
     let before = server.seen().len();
     let ev = ok(&root.build_json(&["-t", "url:1", dir]));
     assert!(started(&ev).is_empty(), "ran: {:?}", started(&ev));
+    assert!(!downloads(&ev, &url, "not_modified").is_empty(), "{ev:?}");
+    assert!(downloads(&ev, &url, "done").is_empty(), "{ev:?}");
+    let plain = root
+        .strata()
+        .args(["build", "--progress=plain", "-t", "url:1", dir])
+        .output()
+        .unwrap();
+    assert!(
+        text(&plain.stderr).contains(&format!(
+            "#0 [internal] download {url}: not modified, the copy fetched before is used"
+        )),
+        "{}",
+        text(&plain.stderr)
+    );
     let again = server.seen();
     assert!(again.len() > before, "the URL is checked on every build");
     assert!(

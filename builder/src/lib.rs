@@ -49,7 +49,7 @@ pub use config::{ContainerConfig, HISTORY_COMMENT, HealthcheckConfig, History, I
 pub use error::{BuildError, Result};
 pub use layers::{Layer, snapshot_id};
 pub use mounts::{CACHE_MOUNTS_DIR, SecretSource, prune_cache_mounts};
-pub use progress::{Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
+pub use progress::{DownloadPhase, Event, MissReason, NoProgress, ProgressSink, StepInfo, Stream};
 pub use remote::prune_downloads;
 pub use remote_cache::{
     ARTIFACT_TYPE, CACHE_MOUNTS_FIELD, CONFIG_FIELD, CacheEntry, CacheImport, LayerSource,

@@ -82,6 +82,17 @@ pub enum Event {
     Done { id: usize, duration_ms: u64 },
     /// The step failed.
     Failed { id: usize, error: String },
+    /// An `ADD <url>` is being fetched while the build is planned: when it starts, about every
+    /// second while it runs, and when it ends.
+    Download {
+        url: String,
+        phase: DownloadPhase,
+        /// Bytes received so far (the whole body once `done`).
+        bytes: u64,
+        /// The size the server announced, if it did.
+        total: Option<u64>,
+        duration_ms: u64,
+    },
     /// Something the user should know (unused build args, ignored options).
     Warning { message: String },
     /// The image was written.
@@ -90,6 +101,17 @@ pub enum Event {
         tags: Vec<String>,
         duration_ms: u64,
     },
+}
+
+/// Where a download is.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadPhase {
+    Started,
+    Running,
+    Done,
+    /// The server said the copy an earlier build fetched is current (304 to its ETag).
+    NotModified,
 }
 
 /// Why a step was not taken from the cache.

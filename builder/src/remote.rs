@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use strata_frontend::eval::ExpandedAdd;
 use time::macros::format_description;
 
 use crate::copy::{CopyOptions, copy_path};
+use crate::progress::{DownloadPhase, Event, ProgressSink};
 use crate::slots::{self, SlotPrune};
 use crate::source::SourceRoot;
 
@@ -72,6 +74,9 @@ pub(crate) enum Remote {
 
 /// Where downloads are kept, under the store's root.
 pub(crate) const DOWNLOADS_DIR: &str = "builder-downloads";
+
+/// How often a running download is reported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// A downloaded file: `dir` holds it, alone, under `name`.
 #[derive(Debug, Clone)]
@@ -161,6 +166,7 @@ pub(crate) fn fetch_url(
     cache_root: &Path,
     url: &str,
     checksum: Option<&str>,
+    progress: &dyn ProgressSink,
 ) -> Result<Download, String> {
     check_offline(url, host_of(url))?;
     let slot = cache_root.join(strata_codec::sha256_digest(url.as_bytes()).digest());
@@ -181,10 +187,24 @@ pub(crate) fn fetch_url(
     if let Some(etag) = remembered.as_ref().and_then(|r| r.etag.as_deref()) {
         request = request.header(reqwest::header::IF_NONE_MATCH, etag);
     }
+    let started = Instant::now();
+    let report = |phase, bytes, total| {
+        progress.event(Event::Download {
+            url: url.to_string(),
+            phase,
+            bytes,
+            total,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    };
+    report(DownloadPhase::Started, 0, None);
     let mut response = request.send().map_err(|e| format!("{url}: {e}"))?;
     let status = response.status();
     let known = match remembered {
-        Some(r) if status == reqwest::StatusCode::NOT_MODIFIED => r,
+        Some(r) if status == reqwest::StatusCode::NOT_MODIFIED => {
+            report(DownloadPhase::NotModified, 0, None);
+            r
+        }
         _ if !status.is_success() => {
             return Err(format!(
                 "{url}: invalid response status {}",
@@ -215,7 +235,12 @@ pub(crate) fn fetch_url(
             let path = tmp.0.join(&name);
             let file = File::create(&path).map_err(|e| format!("{url}: {e}"))?;
             let mut writer = HashingWriter::new(file);
-            copy_body(&mut response, &mut writer).map_err(|e| format!("{url}: {e}"))?;
+            let total = response.content_length();
+            let bytes = copy_body(&mut response, &mut writer, |bytes| {
+                report(DownloadPhase::Running, bytes, total)
+            })
+            .map_err(|e| format!("{url}: {e}"))?;
+            report(DownloadPhase::Done, bytes, total);
             let (mut file, digest, _) = writer.finish();
             file.flush().map_err(|e| format!("{url}: {e}"))?;
             drop(file);
@@ -284,8 +309,24 @@ fn content_dir(slot: &Path, digest: &str) -> PathBuf {
     slot.join(digest.replace(':', "-"))
 }
 
-fn copy_body(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
-    io::copy(from, to)
+/// Copies a response body, calling `running` with the bytes so far about every second.
+fn copy_body(from: &mut impl Read, to: &mut impl Write, running: impl Fn(u64)) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut bytes, mut reported) = (0u64, Instant::now());
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        bytes += n as u64;
+        if reported.elapsed() >= PROGRESS_EVERY {
+            running(bytes);
+            reported = Instant::now();
+        }
+    }
 }
 
 fn filetime_of(secs: i64) -> rustix::fs::Timespec {
@@ -465,6 +506,7 @@ pub(crate) fn checkout_git(
 pub(crate) fn plan_sources(
     add: &ExpandedAdd,
     downloads: &Path,
+    progress: &dyn ProgressSink,
 ) -> Result<(Vec<String>, Vec<Remote>, Vec<(String, String)>), String> {
     let (mut local, mut remotes, mut keyed) = (Vec::new(), Vec::new(), Vec::new());
     if add.checksum.is_some() {
@@ -479,7 +521,7 @@ pub(crate) fn plan_sources(
         match classify(src) {
             None => local.push(src.clone()),
             Some(RemoteKind::Http) => {
-                let download = fetch_url(downloads, src, add.checksum.as_deref())?;
+                let download = fetch_url(downloads, src, add.checksum.as_deref(), progress)?;
                 keyed.push((
                     format!("url {src}"),
                     format!("{} {} {}", download.digest, download.name, download.mtime),

@@ -694,7 +694,8 @@ impl Planner<'_> {
                         Expanded::Add(a) => {
                             let downloads = self.b.store.root().join(remote::DOWNLOADS_DIR);
                             let (local, remotes, keyed) =
-                                remote::plan_sources(a, &downloads).map_err(step_error)?;
+                                remote::plan_sources(a, &downloads, self.progress)
+                                    .map_err(step_error)?;
                             inputs.sources.extend(keyed);
                             let flags = CopyFlags {
                                 link: a.link,
