@@ -72,6 +72,8 @@ enum Command {
     Exec(commands::exec::ExecArgs),
     /// Wait until containers stop; print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
+    /// Show where a running container's ports are published on the host.
+    Port(commands::port::PortArgs),
     /// Make an image from a container's changes.
     Commit(commands::commit::CommitArgs),
     /// Copy files between a container and the host.
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => commands::lifecycle::rm(args),
         Command::Exec(args) => commands::exec::run(args),
         Command::Wait(args) => commands::lifecycle::wait(args),
+        Command::Port(args) => commands::port::run(args),
         Command::Commit(args) => commands::commit::run(args),
         Command::Cp(args) => commands::cp::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),

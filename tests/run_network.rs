@@ -121,7 +121,26 @@ fn published_udp_ports_reach_the_container_and_publish_all_includes_them() {
         port.to_string(),
         "{ports}"
     );
+    // `port`, as Docker prints it.
+    assert_eq!(
+        env.ok(&["port", "dns"]),
+        format!("5353/udp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(
+        env.ok(&["port", "dns", "5353/udp"]),
+        format!("127.0.0.1:{port}\n")
+    );
+    let (_, err) = env.fails(&["port", "dns", "5353"]);
+    assert!(
+        err.contains("No public port '5353/tcp' published for dns"),
+        "{err}"
+    );
     env.ok(&["stop", "-t", "0", "dns"]);
+    assert_eq!(
+        env.ok(&["port", "dns"]),
+        "",
+        "a stopped container publishes nothing"
+    );
     UdpSocket::bind(published).expect("stopping the container freed the port");
 
     // -P publishes both exposed ports, each with its protocol.

@@ -44,13 +44,17 @@ pub fn status_text(record: &Record) -> String {
     }
 }
 
-fn port_text(p: &PortBinding) -> String {
-    let ip = if p.host_ip.contains(':') {
-        format!("[{}]", p.host_ip)
+/// Where a port is published on the host, as Go's `net.JoinHostPort` writes it (`[::]:8080`).
+pub fn host_address(p: &PortBinding) -> String {
+    if p.host_ip.contains(':') {
+        format!("[{}]:{}", p.host_ip, p.host_port)
     } else {
-        p.host_ip.clone()
-    };
-    format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.protocol)
+        format!("{}:{}", p.host_ip, p.host_port)
+    }
+}
+
+fn port_text(p: &PortBinding) -> String {
+    format!("{}->{}/{}", host_address(p), p.container_port, p.protocol)
 }
 
 /// `ps`'s PORTS: bound ports while running (`0.0.0.0:8080->80/tcp`), exposed ones otherwise.

@@ -19,6 +19,7 @@ pub mod lint;
 pub mod login;
 pub mod logs;
 pub mod parse_ref;
+pub mod port;
 pub mod prune;
 pub mod ps;
 pub mod pull;
