@@ -72,6 +72,17 @@ impl Renderer {
         self.mode
     }
 
+    /// A line of the binary's own (after the build: cache exports), where the build's lines
+    /// went; nothing in quiet and JSON modes.
+    pub fn line(&self, text: &str) {
+        if matches!(self.mode, ProgressMode::Plain | ProgressMode::Tty) {
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .line(text);
+        }
+    }
+
     /// Clears live lines (before an error is printed).
     pub fn finish(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -69,6 +69,14 @@ fn build(root: &Root, context: &Path, args: &[&str]) -> Vec<Value> {
         text(&out.stdout),
         text(&out.stderr)
     );
+    // Standard output is for the JSON events alone, even with --push.
+    let stdout = text(&out.stdout);
+    for line in stdout.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line:?}"
+        );
+    }
     events(&out)
 }
 
@@ -317,6 +325,21 @@ fn local_directory_cache_round_trips() {
     assert_eq!(
         index["manifests"][0]["artifactType"],
         "application/vnd.strata.build-cache.v1+json"
+    );
+
+    // Plain progress says where the cache went.
+    let plain = first
+        .strata()
+        .args(["build", "--progress=plain", "-t", "app:v1", "--cache-to"])
+        .arg(format!("type=local,dest={},mode=max", cache_dir.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let stderr = text(&plain.stderr);
+    let exported = format!("#0 exporting cache to local {}: ", cache_dir.display());
+    assert!(
+        stderr.contains(&exported) && stderr.contains(" layers, done "),
+        "{stderr}"
     );
 
     fresh_machine_runs_nothing(

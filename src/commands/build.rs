@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -16,6 +17,7 @@ use strata_store::reference;
 
 use super::build_cache::{CacheLocation, CacheSpec, CacheTransfers};
 use super::image_output::open_store;
+use super::push::PushReport;
 use crate::progress::{ProgressMode, Renderer};
 
 #[derive(Debug, Args)]
@@ -377,7 +379,16 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|c| c.location != CacheLocation::Inline)
         {
-            t.export(builder.store(), spec, &outcome.cache, &outcome.cache_mounts)?;
+            let started = Instant::now();
+            renderer.line(&format!("#0 exporting cache to {}", spec.location));
+            let layers = t
+                .export(builder.store(), spec, &outcome.cache, &outcome.cache_mounts)
+                .with_context(|| format!("exporting cache to {}", spec.location))?;
+            renderer.line(&format!(
+                "#0 exporting cache to {}: {layers} layers, done {:.1}s",
+                spec.location,
+                started.elapsed().as_secs_f64()
+            ));
         }
     }
     if inline_cache {
@@ -406,7 +417,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if push {
         let store = builder.store();
         for tag in &request.tags {
-            let quiet = renderer.mode() == ProgressMode::Quiet;
+            let report = match renderer.mode() {
+                ProgressMode::Quiet => PushReport::NameOnly,
+                ProgressMode::Json => PushReport::Nothing,
+                _ => PushReport::Docker,
+            };
             if let Some(t) = &transfers {
                 let image = store.resolve(&tag.to_string())?;
                 t.push_remote_layers(store, tag, &Layer::of_image(&image)?)?;
@@ -415,7 +430,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 store,
                 &tag.tag_name_only(),
                 &PushOptions::default(),
-                quiet,
+                report,
             )?;
         }
         // An image whose cached layers were left in the registry is not kept under its names:

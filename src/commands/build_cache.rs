@@ -51,6 +51,17 @@ pub struct CacheSpec {
     pub compression: Option<Compression>,
 }
 
+impl std::fmt::Display for CacheLocation {
+    /// As BuildKit names the exporter: `registry REF`, `local DIR`, `inline`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheLocation::Registry(r) => write!(f, "registry {r}"),
+            CacheLocation::Local(dir) => write!(f, "local {}", dir.display()),
+            CacheLocation::Inline => f.write_str("inline"),
+        }
+    }
+}
+
 impl CacheSpec {
     /// Parses `type=registry,ref=R[,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true]`,
     /// `type=local,dest=DIR` (`src=DIR` for imports), `type=inline`, or a bare `R` (BuildKit's shorthand for a
@@ -382,13 +393,14 @@ impl CacheTransfers {
 
     /// Writes the cache of a build to `spec`: its step results `entries` and, with
     /// `cache-mounts=true`, those of the `cache_mounts` (ids) that exist here.
+    /// Writes the cache `spec` asks for; returns how many layers it lists.
     pub fn export(
         &self,
         store: &Store,
         spec: &CacheSpec,
         entries: &[CacheEntry],
         cache_mounts: &[String],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<usize> {
         let mut entries = strata_builder::select(entries, spec.all_stages);
         // The lease keeps the cache mounts' and recompressed layer blobs until they are
         // uploaded (garbage collection waits for it).
@@ -414,10 +426,11 @@ impl CacheTransfers {
         }
         let config = strata_builder::artifact_config(&entries, &layers, &mounts);
         match &spec.location {
-            CacheLocation::Registry(r) => self.export_registry(store, r, &config, &layers),
-            CacheLocation::Local(dir) => self.export_local(store, dir, &config, &layers),
+            CacheLocation::Registry(r) => self.export_registry(store, r, &config, &layers)?,
+            CacheLocation::Local(dir) => self.export_local(store, dir, &config, &layers)?,
             CacheLocation::Inline => bail!("type=inline is written by --push"),
         }
+        Ok(layers.len())
     }
 
     /// An upload of `layer`: from the store, else from where it was imported, with a mount

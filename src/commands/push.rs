@@ -58,19 +58,34 @@ pub fn run(args: PushArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let store = open_store()?;
-    push_reference(&store, &destination, &options, args.quiet)?;
+    let report = if args.quiet {
+        PushReport::NameOnly
+    } else {
+        PushReport::Docker
+    };
+    push_reference(&store, &destination, &options, report)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pushes the stored image named `destination` to its registry with Docker's output (`push`,
-/// `build --push`); `quiet` prints only the name, on stdout.
+/// What a push prints on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushReport {
+    /// Docker's lines (bars on a terminal).
+    Docker,
+    /// The name pushed, alone (`push -q`, `build -q --push`).
+    NameOnly,
+    /// Nothing (`build --progress=json --push`: standard output carries the JSON events).
+    Nothing,
+}
+
+/// Pushes the stored image named `destination` to its registry (`push`, `build --push`).
 pub fn push_reference(
     store: &Store,
     destination: &Reference,
     options: &PushOptions,
-    quiet: bool,
+    report: PushReport,
 ) -> anyhow::Result<()> {
-    let progress = Progress::new(Mode::detect(quiet));
+    let progress = Progress::new(Mode::detect(report != PushReport::Docker));
     let client = registry::client(progress.callback())?;
     progress.println(&format!(
         "The push refers to repository [{}]",
@@ -85,7 +100,7 @@ pub fn push_reference(
         "{}: digest: {} size: {}",
         pushed.tag, pushed.digest, pushed.size
     ));
-    if quiet {
+    if report == PushReport::NameOnly {
         println!("{destination}");
     }
     Ok(())
