@@ -43,7 +43,10 @@ enum Command {
     Load(commands::save_load::LoadArgs),
     /// Manage images.
     #[command(subcommand)]
-    Image(commands::prune::ImageCommand),
+    Image(commands::management::ImageCommand),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(commands::management::ContainerCommand),
     /// Manage the store as a whole.
     #[command(subcommand)]
     System(commands::prune::SystemCommand),
@@ -138,7 +141,8 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history::run(args),
         Command::Save(args) => commands::save_load::run_save(args),
         Command::Load(args) => commands::save_load::run_load(args),
-        Command::Image(cmd) => commands::prune::run_image(cmd),
+        Command::Image(cmd) => commands::management::run_image(cmd),
+        Command::Container(cmd) => commands::management::run_container(cmd),
         Command::System(cmd) => commands::prune::run_system(cmd),
         Command::Builder(cmd) => commands::builder::run(cmd),
         Command::Run(args) => commands::run::run(args),

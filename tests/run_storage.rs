@@ -382,3 +382,69 @@ fn system_df_counts_containers_and_volumes() {
     assert_eq!(volumes[3..5], ["0B", "(0%)"], "{df}");
     env.ok(&["rm", "-f", "up", "down"]);
 }
+
+/// `container prune` removes what is not running (created and exited containers), keeps the
+/// running one and the volumes; `system prune` removes stopped containers too. Docker's
+/// management forms (`container ls`, `image rm`...) are the same commands.
+#[test]
+fn container_prune_and_the_management_commands() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let created = env.ok(&["create", "-v", "kept:/data", "bb", "true"]);
+    env.ok(&[
+        "run",
+        "--name",
+        "exited",
+        "bb",
+        "sh",
+        "-c",
+        "head -c 2000 /dev/zero > /f",
+    ]);
+    env.ok(&["run", "-d", "--name", "up", "bb", "sleep", "60"]);
+    let exited = env.inspect("exited")["Id"].as_str().unwrap().to_string();
+    let all = env.ok(&["container", "ls", "-a", "-q", "--no-trunc"]);
+    assert_eq!(all.lines().count(), 3, "{all}");
+
+    let pruned = env.ok(&["container", "prune", "-f"]);
+    let mut deleted: Vec<&str> = pruned
+        .strip_prefix("Deleted Containers:\n")
+        .unwrap_or_else(|| panic!("{pruned}"))
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    deleted.sort();
+    let mut expected = vec![created.trim(), exited.as_str()];
+    expected.sort();
+    assert_eq!(deleted, expected, "{pruned}");
+    assert!(pruned.ends_with("Total reclaimed space: 2kB\n"), "{pruned}");
+    assert_eq!(
+        env.ok(&["container", "ls", "-a", "--format", "json"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "kept\n", "volumes stay");
+    assert_eq!(
+        env.ok(&["container", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+
+    // system prune takes stopped containers along.
+    env.ok(&["stop", "-t", "0", "up"]);
+    let pruned = env.ok(&["system", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
+    assert_eq!(env.ok(&["container", "ls", "-a", "-q"]), "");
+
+    // Images through `image ...`.
+    env.ok(&["image", "tag", "bb", "other:1"]);
+    let listed = env.ok(&["image", "ls"]);
+    assert!(listed.contains("other "), "{listed}");
+    let inspected: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "inspect", "other:1"])).unwrap();
+    let tags = inspected[0]["RepoTags"].as_array().unwrap();
+    assert!(tags.iter().any(|t| t == "other:1"), "{tags:?}");
+    let (_, err) = env.fails(&["container", "inspect", "other:1"]);
+    assert!(err.contains("No such container: other:1"), "{err}");
+    env.ok(&["image", "rm", "other:1"]);
+    assert!(!env.ok(&["image", "ls"]).contains("other "));
+}

@@ -21,7 +21,7 @@ use crate::options::{ConfigOverrides, run_config};
 use crate::process::{open_pidfd, parse_signal, pidfd_wait};
 use crate::record::{ContainerConfig, ContainerState, HostConfig, MountKind, Status};
 use crate::unpack::unpack_image;
-use crate::volumes::Volumes;
+use crate::volumes::{Volumes, data_size};
 use crate::watch::Watcher;
 use crate::{MONITOR_ARG, container_snapshot_id, holder_name};
 use strata_runtime::pidfd_signal;
@@ -629,6 +629,30 @@ impl Containers {
         let record = self.read_record(&id)?;
         self.destroy(&record.config, options.volumes)?;
         Ok(id)
+    }
+
+    /// Removes every container that is not running (`docker container prune`): created, exited
+    /// and dead ones; their volumes stay. One started meanwhile is left alone. Returns the IDs
+    /// removed and the bytes their writable layers held.
+    pub fn prune_containers(&self) -> Result<(Vec<String>, u64)> {
+        let (mut removed, mut freed) = (Vec::new(), 0);
+        for record in self.list()? {
+            if record.state.status.is_active() {
+                continue;
+            }
+            let size = data_size(&self.snapshotter()?.fs_path(&record.config.snapshot));
+            match self.remove(&record.config.id, RemoveOptions::default()) {
+                Ok(id) => {
+                    removed.push(id);
+                    freed += size;
+                }
+                Err(
+                    Error::Running { .. } | Error::AlreadyRunning(_) | Error::NoSuchContainer(_),
+                ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((removed, freed))
     }
 
     /// Removes everything of a container that no monitor runs (the caller holds the monitor

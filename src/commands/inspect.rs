@@ -19,13 +19,29 @@ pub struct InspectArgs {
     names: Vec<String>,
 }
 
+/// Names to inspect, of the kind the command implies (`container inspect`, `image inspect`).
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    inspect(args.kind.as_deref(), &args.names)
+}
+
+/// `container inspect` and `image inspect`.
+pub fn run_kind(kind: &str, args: NamesArgs) -> anyhow::Result<ExitCode> {
+    inspect(Some(kind), &args.names)
+}
+
+fn inspect(kind: Option<&str>, names: &[String]) -> anyhow::Result<ExitCode> {
     let containers = open_containers()?;
     let store = containers.store();
     let mut out = Vec::new();
     let mut failed = false;
-    for name in &args.names {
-        if args.kind.as_deref() != Some("image") {
+    for name in names {
+        if kind != Some("image") {
             match containers.get(name) {
                 Ok(record) => {
                     out.push(container_output::inspect_json(&containers, &record));
@@ -38,7 +54,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
             }
-            if args.kind.is_some() {
+            if kind.is_some() {
                 eprintln!("strata: error: No such container: {name}");
                 failed = true;
                 continue;

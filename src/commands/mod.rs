@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod lint;
 pub mod login;
 pub mod logs;
+pub mod management;
 pub mod parse_ref;
 pub mod port;
 pub mod prune;

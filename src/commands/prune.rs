@@ -13,12 +13,6 @@ use super::container_output::open_containers;
 use super::image_output::{human_size, open_store, print_table};
 
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
-    /// Remove unused images and the blobs only they used.
-    Prune(PruneArgs),
-}
-
-#[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Remove untagged images, the build cache and unreferenced blobs.
     Prune(PruneArgs),
@@ -49,26 +43,56 @@ pub fn delete_snapshot(id: &str) -> strata_store::Result<()> {
     }
 }
 
-pub fn run_image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        ImageCommand::Prune(args) => {
-            let what = if args.all {
-                "all images without at least one container associated to them"
-            } else {
-                "all dangling images"
-            };
-            prune(&args, what, false)
-        }
+/// `image prune [-a]`.
+pub fn run_image_prune(args: &PruneArgs) -> anyhow::Result<ExitCode> {
+    let what = if args.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    };
+    prune(args, what, false)
+}
+
+/// Only `-f`.
+#[derive(Debug, Args)]
+pub struct ForceArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// `container prune`: every container that is not running.
+pub fn run_container_prune(args: &ForceArgs) -> anyhow::Result<ExitCode> {
+    if !args.force && !confirm("all stopped containers")? {
+        return Ok(ExitCode::SUCCESS);
     }
+    let freed = prune_containers(&open_containers()?)?;
+    println!("Total reclaimed space: {}", human_size(freed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the stopped containers and prints Docker's "Deleted Containers:" list (nothing when
+/// none was); returns the bytes freed.
+fn prune_containers(containers: &Containers) -> anyhow::Result<u64> {
+    let (removed, freed) = containers.prune_containers()?;
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    Ok(freed)
 }
 
 pub fn run_system(cmd: SystemCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SystemCommand::Prune(args) => {
             let what = if args.all {
-                "all images without at least one container associated to them, and all build cache"
+                "all stopped containers, all images without at least one container associated \
+                 to them, and all build cache"
             } else {
-                "all dangling images, and all dangling build cache"
+                "all stopped containers, all dangling images, and all dangling build cache"
             };
             prune(&args, what, true)
         }
@@ -80,6 +104,12 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     if !args.force && !confirm(what)? {
         return Ok(ExitCode::SUCCESS);
     }
+    // `system prune` removes stopped containers first, so the images only they used go too.
+    let containers_freed = if build_cache {
+        prune_containers(&open_containers()?)?
+    } else {
+        0
+    };
     let store = open_store()?;
     let dirs = if build_cache {
         Some(super::builder::prune_build_dirs(store.root())?)
@@ -96,7 +126,7 @@ fn prune(args: &PruneArgs, what: &str, build_cache: bool) -> anyhow::Result<Exit
     };
     let report = store.gc(&options, &mut delete_snapshot)?;
     print_report(&report);
-    let mut reclaimed = report.reclaimed;
+    let mut reclaimed = report.reclaimed + containers_freed;
     if let Some(dirs) = dirs {
         dirs.print(std::iter::empty());
         reclaimed += dirs.reclaimed;
