@@ -81,6 +81,8 @@ enum Command {
     Commit(commands::commit::CommitArgs),
     /// Copy files between a container and the host.
     Cp(commands::cp::CpArgs),
+    /// Show what a container changed in its filesystem.
+    Diff(commands::diff::DiffArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -159,6 +161,7 @@ fn main() -> ExitCode {
         Command::Port(args) => commands::port::run(args),
         Command::Commit(args) => commands::commit::run(args),
         Command::Cp(args) => commands::cp::run(args),
+        Command::Diff(args) => commands::diff::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
         Command::Pull(args) => commands::pull::run(args),
         Command::Push(args) => commands::push::run(args),

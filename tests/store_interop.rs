@@ -147,6 +147,43 @@ fn docker_loads_and_runs_our_image_and_we_load_docker_save() {
     ]));
     assert_eq!(docker_id.trim(), id, "docker sees the same image ID");
 
+    // `diff` after the same changes: docker's and ours name the same changes (as sets: docker's
+    // order follows Go map iteration), ours in a fixed order.
+    const CHANGES: &str = "mkdir -p /new/sub; echo y > /new/sub/f; rm /bin/ls; ln -s /x /link; \
+        echo x >> /etc/passwd; rm /etc/group; chmod 700 /new; echo q > /q; rm /q; \
+        touch /etc/z; chmod 600 /etc/z";
+    let image = "strata-test/busybox:v1";
+    run(dockerd.docker().args([
+        "run",
+        "--name",
+        "changed",
+        "--network=none",
+        image,
+        "sh",
+        "-c",
+        CHANGES,
+    ]));
+    let theirs = run(dockerd.docker().args(["diff", "changed"]));
+    run(root
+        .strata_process()
+        .args(["run", "--name", "changed", image, "sh", "-c", CHANGES]));
+    let ours = run(root.strata_process().args(["diff", "changed"]));
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&ours),
+        sorted(&theirs),
+        "ours:\n{ours}theirs:\n{theirs}"
+    );
+    assert_eq!(
+        ours,
+        "C /bin\nD /bin/ls\nC /etc\nD /etc/group\nC /etc/passwd\nA /etc/z\nA /link\nA /new\n\
+         A /new/sub\nA /new/sub/f\n"
+    );
+
     // docker save -> strata load: same ID, same layers.
     let docker_archive = tmp.path().join("docker-save.tar");
     run(dockerd

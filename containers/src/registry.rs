@@ -631,6 +631,17 @@ impl Containers {
         Ok(id)
     }
 
+    /// What the container changed in its filesystem against its image, as `docker diff`
+    /// reports it (running or not). The mount points the runtime makes in every rootfs are
+    /// left out, as Docker keeps them in a layer of their own.
+    pub fn changes(&self, name_or_id: &str) -> Result<Vec<strata_snapshotter::Change>> {
+        let record = self.get(name_or_id)?;
+        let skip = |path: &Path| RUNTIME_MOUNT_POINTS.iter().any(|m| path == Path::new(m));
+        Ok(self
+            .snapshotter()?
+            .docker_changes(&record.config.snapshot, &skip)?)
+    }
+
     /// Removes every container that is not running (`docker container prune`): created, exited
     /// and dead ones; their volumes stay. One started meanwhile is left alone. Returns the IDs
     /// removed and the bytes their writable layers held.
@@ -755,6 +766,19 @@ impl Containers {
         Ok((removed, freed))
     }
 }
+
+/// What the runtime may make in a rootfs to mount over: Docker's init layer, whose entries its
+/// `diff` never shows (relative to the root).
+const RUNTIME_MOUNT_POINTS: [&str; 8] = [
+    "dev",
+    "proc",
+    "sys",
+    ".dockerenv",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    "etc/mtab",
+];
 
 /// Unmounts `path` (lazily) when it is a mount point.
 fn unmount_if_mounted(path: &Path) -> Result<()> {

@@ -18,11 +18,23 @@ use rustix::fs::FileType;
 
 use crate::fsutil::{self, EntryStat};
 
+/// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChangeKind {
+pub enum ChangeKind {
     Add,
     Modify,
     Delete,
+}
+
+impl ChangeKind {
+    /// `docker diff`'s letter: `A`, `C` or `D`.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Add => 'A',
+            ChangeKind::Modify => 'C',
+            ChangeKind::Delete => 'D',
+        }
+    }
 }
 
 /// Receives changes. `rel` is relative to the roots (no leading slash): the entry is `rel` below

@@ -6,6 +6,7 @@
 
 mod chain;
 mod changes;
+mod docker_diff;
 mod fsutil;
 mod layer_in;
 mod layer_out;
@@ -14,6 +15,8 @@ mod snapshots;
 mod tarfmt;
 
 pub use chain::{chain_ids, chain_snapshot_id};
+pub use changes::ChangeKind;
+pub use docker_diff::Change;
 pub use layer_in::{ExtractOptions, ExtractedLayer, WhiteoutMode, extract_layer};
 pub use layer_out::{Diff, LayerDescriptor, LayerOptions, write_layer};
 pub use overlay::Mount;

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_codec::sha256_digest;
 
+use crate::docker_diff::{Change, NewTree, docker_changes};
 use crate::overlay::{self, Method, Mount, OverlaySpec};
 use crate::{
     Diff, Error, ExtractOptions, ExtractedLayer, LayerDescriptor, LayerOptions, WhiteoutMode,
@@ -654,6 +655,28 @@ impl Snapshotter {
             return Err(e);
         }
         Ok(Mount::mounted(target, true))
+    }
+
+    /// What active snapshot `id` changed against its parent, as `docker diff` reports it
+    /// (see [`Change`]); `skip` hides paths (relative, no leading slash) and what is below them.
+    /// Works mounted or not: an overlay snapshot's upper directory is only read.
+    pub fn docker_changes(
+        &self,
+        id: &str,
+        skip: &dyn Fn(&Path) -> bool,
+    ) -> Result<Vec<Change>, Error> {
+        let info = self.read_info(id)?;
+        let view = self.view_chain(&self.chain(info.parent.as_deref())?)?;
+        let tree = match self.driver {
+            Driver::Overlay => NewTree::Upper,
+            Driver::Copy => NewTree::Whole,
+        };
+        let new = self.fs_path(id);
+        let changes = docker_changes(&new, view.path(), tree, skip);
+        let unmounted = view.unmount();
+        let changes = changes.map_err(io_err("comparing", &new))?;
+        unmounted.map_err(io_err("unmounting", &new))?;
+        Ok(changes)
     }
 
     fn is_mounted(&self, path: &Path) -> Result<bool, Error> {

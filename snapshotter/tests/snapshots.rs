@@ -432,3 +432,52 @@ fn many_opening_a_new_root_at_once_all_succeed() {
         );
     }
 }
+
+/// `docker diff`'s changes of an active snapshot: the same for both drivers (an overlay upper
+/// directory with whiteouts and an opaque directory, a whole copied tree), a directory with
+/// changes below it changed, in a fixed order; skipped paths hide what is below them.
+#[test]
+fn docker_changes_agree_for_both_drivers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = [
+        "C /etc",
+        "C /etc/conf.d",
+        "D /etc/conf.d/a",
+        "D /etc/conf.d/b",
+        "A /etc/conf.d/c",
+        "C /etc/passwd",
+        "D /to-delete",
+        "C /tool",
+        "A /usr",
+        "A /usr/bin",
+        "A /usr/bin/app",
+        "A /usr/bin/app-link",
+        "A /usr/bin/app2",
+        "C /var",
+        "D /var/cache",
+    ];
+    for driver in [Driver::Overlay, Driver::Copy] {
+        let sn = Snapshotter::with_driver(tmp.path().join(format!("{driver:?}")), driver).unwrap();
+        base(&sn, "base");
+        sn.prepare("step", Some("base")).unwrap();
+        let mount = sn.mount("step").unwrap();
+        run_step(mount.path());
+        let text = |skip: &dyn Fn(&Path) -> bool| -> Vec<String> {
+            sn.docker_changes("step", skip)
+                .unwrap()
+                .iter()
+                .map(|c| format!("{} {}", c.kind.letter(), c.path.display()))
+                .collect()
+        };
+        // While mounted (a running container) and after.
+        assert_eq!(text(&|_| false), expected, "{driver:?}");
+        drop(mount);
+        assert_eq!(text(&|_| false), expected, "{driver:?}");
+        let without_usr: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|c| !c.contains("/usr"))
+            .collect();
+        assert_eq!(text(&|p| p == Path::new("usr")), without_usr, "{driver:?}");
+    }
+}

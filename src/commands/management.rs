@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use super::prune::PruneArgs;
 use super::{
-    build, commit, cp, exec, history, images, import, inspect, lifecycle, logs, port, prune, ps,
-    pull, push, run, save_load, tag,
+    build, commit, cp, diff, exec, history, images, import, inspect, lifecycle, logs, port, prune,
+    ps, pull, push, run, save_load, tag,
 };
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +46,8 @@ pub enum ContainerCommand {
     Commit(commit::CommitArgs),
     /// Copy files between a container and the host.
     Cp(cp::CpArgs),
+    /// Show what a container changed in its filesystem.
+    Diff(diff::DiffArgs),
     /// Remove all stopped containers.
     Prune(prune::ForceArgs),
 }
@@ -97,6 +99,7 @@ pub fn run_container(cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
         ContainerCommand::Inspect(args) => inspect::run_kind("container", args),
         ContainerCommand::Commit(args) => commit::run(args),
         ContainerCommand::Cp(args) => cp::run(args),
+        ContainerCommand::Diff(args) => diff::run(args),
         ContainerCommand::Prune(args) => prune::run_container_prune(&args),
     }
 }

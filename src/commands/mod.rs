@@ -8,6 +8,7 @@ pub mod commit;
 pub mod container_output;
 pub mod cp;
 pub mod debug;
+pub mod diff;
 pub mod exec;
 pub mod history;
 pub mod image_output;
