@@ -83,6 +83,8 @@ enum Command {
     Cp(commands::cp::CpArgs),
     /// Show what a container changed in its filesystem.
     Diff(commands::diff::DiffArgs),
+    /// Give a container another name.
+    Rename(commands::rename::RenameArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -162,6 +164,7 @@ fn main() -> ExitCode {
         Command::Commit(args) => commands::commit::run(args),
         Command::Cp(args) => commands::cp::run(args),
         Command::Diff(args) => commands::diff::run(args),
+        Command::Rename(args) => commands::rename::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
         Command::Pull(args) => commands::pull::run(args),
         Command::Push(args) => commands::push::run(args),

@@ -183,3 +183,30 @@ fn a_killed_monitor_leaves_a_state_ps_and_rm_clean_up() {
     env.ok(&["rm", "orphan"]);
     assert!(env.all_ids().is_empty());
 }
+
+/// `rename`, running or not: the new name finds the container (logs, stop), the old one
+/// nothing; a taken or the same name is refused as Docker words it.
+#[test]
+fn rename_a_running_and_a_stopped_container() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["run", "-d", "--name", "first", "bb", "sh", "-c", TICKER]);
+    env.ok(&["create", "--name", "other", "bb", "true"]);
+    env.ok(&["rename", "first", "renamed"]);
+    let (_, err) = env.fails(&["logs", "first"]);
+    assert!(err.contains("No such container: first"), "{err}");
+    env.until("a log line", Duration::from_secs(10), || {
+        env.ok(&["logs", "renamed"]).contains("tick 0")
+    });
+    assert!(env.ok(&["ps"]).contains("renamed"));
+    let (_, err) = env.fails(&["rename", "renamed", "other"]);
+    assert!(
+        err.contains("The container name \"/other\" is already in use"),
+        "{err}"
+    );
+    let (_, err) = env.fails(&["rename", "renamed", "renamed"]);
+    assert!(err.contains("same name as its current name"), "{err}");
+    env.ok(&["container", "rename", "other", "second"]);
+    env.ok(&["stop", "-t", "0", "renamed"]);
+    env.ok(&["rm", "renamed", "second"]);
+}

@@ -309,6 +309,34 @@ impl Containers {
         Ok(record)
     }
 
+    /// Gives a container another name (`docker rename`), running or not. Only the record
+    /// changes: its hostname and everything else stay.
+    pub fn rename(&self, name_or_id: &str, new_name: &str) -> Result<()> {
+        let new_name = validate_name(new_name)?;
+        let _names = self.names_lock()?;
+        let mut config = self.get(name_or_id)?.config;
+        if config.name == new_name {
+            return Err(Error::Invalid(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        if let Some(other) = self
+            .list_unreconciled()?
+            .into_iter()
+            .find(|r| r.config.name == new_name)
+        {
+            return Err(Error::NameInUse {
+                name: new_name,
+                id: other.config.id,
+            });
+        }
+        config.name = new_name;
+        write_json_atomic(
+            &self.container_dir(&config.id).join("container.json"),
+            &config,
+        )
+    }
+
     // ---- finding ----
 
     fn read_record(&self, id: &str) -> Result<Record> {

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::prune::PruneArgs;
 use super::{
     build, commit, cp, diff, exec, history, images, import, inspect, lifecycle, logs, port, prune,
-    ps, pull, push, run, save_load, tag,
+    ps, pull, push, rename, run, save_load, tag,
 };
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +48,8 @@ pub enum ContainerCommand {
     Cp(cp::CpArgs),
     /// Show what a container changed in its filesystem.
     Diff(diff::DiffArgs),
+    /// Give a container another name.
+    Rename(rename::RenameArgs),
     /// Remove all stopped containers.
     Prune(prune::ForceArgs),
 }
@@ -100,6 +102,7 @@ pub fn run_container(cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
         ContainerCommand::Commit(args) => commit::run(args),
         ContainerCommand::Cp(args) => cp::run(args),
         ContainerCommand::Diff(args) => diff::run(args),
+        ContainerCommand::Rename(args) => rename::run(args),
         ContainerCommand::Prune(args) => prune::run_container_prune(&args),
     }
 }

@@ -27,6 +27,7 @@ pub mod ps;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod rename;
 pub mod run;
 pub mod save_load;
 pub mod tag;
