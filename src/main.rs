@@ -85,6 +85,8 @@ enum Command {
     Diff(commands::diff::DiffArgs),
     /// Give a container another name.
     Rename(commands::rename::RenameArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(commands::export::ExportArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -165,6 +167,7 @@ fn main() -> ExitCode {
         Command::Cp(args) => commands::cp::run(args),
         Command::Diff(args) => commands::diff::run(args),
         Command::Rename(args) => commands::rename::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
         Command::Pull(args) => commands::pull::run(args),
         Command::Push(args) => commands::push::run(args),

@@ -448,3 +448,71 @@ fn container_prune_and_the_management_commands() {
     env.ok(&["image", "rm", "other:1"]);
     assert!(!env.ok(&["image", "ls"]).contains("other "));
 }
+
+/// `export`: the container's filesystem as a tar, its own changes in and its volumes out, running
+/// or not; `diff` names the same changes.
+#[test]
+fn export_and_diff_a_container() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "--name",
+        "changed",
+        "-v",
+        "data:/data",
+        "bb",
+        "sh",
+        "-c",
+        "echo mine > /mine; rm /etc/group; echo in-volume > /data/v",
+    ]);
+    let exported = env.path().with_file_name("changed.tar");
+    env.ok(&["export", "-o", exported.to_str().unwrap(), "changed"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        files.insert(path, String::from_utf8_lossy(&content).into_owned());
+    }
+    assert_eq!(files.get("mine").map(String::as_str), Some("mine\n"));
+    assert!(files.contains_key("bin/busybox") && files.contains_key("etc/passwd"));
+    assert!(!files.contains_key("etc/group"), "deleted");
+    assert!(
+        !files.keys().any(|k| k.starts_with("data/")),
+        "volumes stay out"
+    );
+    assert_eq!(
+        env.ok(&["diff", "changed"]),
+        "C /etc\nD /etc/group\nA /mine\n"
+    );
+
+    // Running: read through the monitor's mount.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "bb",
+        "sh",
+        "-c",
+        "echo up > /up; sleep 60",
+    ]);
+    env.until(
+        "the running container's write",
+        Duration::from_secs(10),
+        || env.ok(&["diff", "live"]).contains("A /up"),
+    );
+    let out = env.output(&["container", "export", "live"]);
+    assert!(out.status.success());
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "up"), "{names:?}");
+    env.ok(&["rm", "-f", "live"]);
+}

@@ -10,7 +10,7 @@
 //! works from the files alone, so any later strata process sees the same state:
 //!
 //! ```text
-//! containers/<id>/container.json   what the container is (written once, at create)
+//! containers/<id>/container.json   what the container is (written at create; `rename` rewrites it)
 //! containers/<id>/state.json       what it is doing (replaced atomically under state.lock)
 //! containers/<id>/monitor.lock     flock held by the live monitor: free = no monitor
 //! containers/<id>/spec.json        the OCI runtime spec of the current run (for exec)
@@ -24,6 +24,7 @@ mod commit;
 mod copy;
 mod error;
 mod exec;
+mod export;
 mod fsutil;
 pub mod logs;
 pub mod monitor;

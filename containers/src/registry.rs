@@ -665,9 +665,9 @@ impl Containers {
     pub fn changes(&self, name_or_id: &str) -> Result<Vec<strata_snapshotter::Change>> {
         let record = self.get(name_or_id)?;
         let skip = |path: &Path| RUNTIME_MOUNT_POINTS.iter().any(|m| path == Path::new(m));
-        Ok(self
-            .snapshotter()?
-            .docker_changes(&record.config.snapshot, &skip)?)
+        self.on_rootfs(&record.config, |s| {
+            s.docker_changes(&record.config.snapshot, &skip)
+        })
     }
 
     /// Removes every container that is not running (`docker container prune`): created, exited

@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use super::prune::PruneArgs;
 use super::{
-    build, commit, cp, diff, exec, history, images, import, inspect, lifecycle, logs, port, prune,
-    ps, pull, push, rename, run, save_load, tag,
+    build, commit, cp, diff, exec, export, history, images, import, inspect, lifecycle, logs, port,
+    prune, ps, pull, push, rename, run, save_load, tag,
 };
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +50,8 @@ pub enum ContainerCommand {
     Diff(diff::DiffArgs),
     /// Give a container another name.
     Rename(rename::RenameArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(export::ExportArgs),
     /// Remove all stopped containers.
     Prune(prune::ForceArgs),
 }
@@ -103,6 +105,7 @@ pub fn run_container(cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
         ContainerCommand::Cp(args) => cp::run(args),
         ContainerCommand::Diff(args) => diff::run(args),
         ContainerCommand::Rename(args) => rename::run(args),
+        ContainerCommand::Export(args) => export::run(args),
         ContainerCommand::Prune(args) => prune::run_container_prune(&args),
     }
 }

@@ -10,6 +10,7 @@ pub mod cp;
 pub mod debug;
 pub mod diff;
 pub mod exec;
+pub mod export;
 pub mod history;
 pub mod image_output;
 pub mod images;

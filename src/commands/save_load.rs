@@ -36,9 +36,21 @@ pub fn run_save(args: SaveArgs) -> anyhow::Result<ExitCode> {
         Format::Docker => ArchiveFormat::Docker,
         Format::Oci => ArchiveFormat::Oci,
     };
-    match &args.output {
+    write_output(args.output.as_deref(), |out| {
+        store.save(&args.images, format, out)?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `save` and `export` write a tar: the file `path` (written beside it and renamed, so a
+/// failure leaves no half file), or standard output unless that is a terminal.
+pub fn write_output(
+    path: Option<&str>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match path {
         Some(path) => {
-            // Written beside the destination and renamed, so a failed save leaves no half file.
             let dest = std::path::Path::new(path);
             let dir = dest
                 .parent()
@@ -46,7 +58,10 @@ pub fn run_save(args: SaveArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(std::path::Path::new("."));
             let mut temp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("creating a file in {}", dir.display()))?;
-            store.save(&args.images, format, BufWriter::new(temp.as_file_mut()))?;
+            let mut out = BufWriter::new(temp.as_file_mut());
+            write(&mut out)?;
+            out.flush().with_context(|| format!("writing {path}"))?;
+            drop(out);
             temp.persist(dest)
                 .with_context(|| format!("writing {path}"))?;
         }
@@ -55,12 +70,12 @@ pub fn run_save(args: SaveArgs) -> anyhow::Result<ExitCode> {
             if stdout.is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
-            let mut out = BufWriter::new(stdout.lock());
-            store.save(&args.images, format, &mut out)?;
+            let mut out = BufWriter::new(stdout);
+            write(&mut out)?;
             out.flush()?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 #[derive(Debug, Args)]
