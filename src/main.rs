@@ -87,6 +87,8 @@ enum Command {
     Rename(commands::rename::RenameArgs),
     /// Write a container's filesystem as a tar archive.
     Export(commands::export::ExportArgs),
+    /// Show a running container's processes.
+    Top(commands::top::TopArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -168,6 +170,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff::run(args),
         Command::Rename(args) => commands::rename::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Top(args) => commands::top::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
         Command::Pull(args) => commands::pull::run(args),
         Command::Push(args) => commands::push::run(args),

@@ -210,3 +210,40 @@ fn rename_a_running_and_a_stopped_container() {
     env.ok(&["stop", "-t", "0", "renamed"]);
     env.ok(&["rm", "renamed", "second"]);
 }
+
+/// `top`: the host's `ps` rows of the container's processes alone, the command whole; a stopped
+/// container has none to show.
+#[test]
+fn top_lists_the_container_processes() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 61 & sleep 62",
+    ]);
+    let mut shown = String::new();
+    env.until("both sleeps", Duration::from_secs(10), || {
+        shown = env.ok(&["top", "busy"]);
+        shown.contains("sleep 61") && shown.contains("sleep 62")
+    });
+    let mut lines = shown.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    // The container's init, and the two sleeps: nothing of the host.
+    assert_eq!(lines.count(), 3, "{shown}");
+    let narrow = env.ok(&["container", "top", "busy", "-o", "pid,args"]);
+    assert!(narrow.starts_with("PID "), "{narrow}");
+    assert!(narrow.lines().any(|l| l.ends_with("sleep 62")), "{narrow}");
+    env.ok(&["stop", "-t", "0", "busy"]);
+    let (_, err) = env.fails(&["top", "busy"]);
+    assert!(err.contains("is not running"), "{err}");
+}

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result, io_err};
 use crate::fsutil::{self, FileLock, lock, read_json, try_lock, write_json_atomic};
 use crate::names::{new_id, random_name, validate_name};
 use crate::options::{ConfigOverrides, run_config};
-use crate::process::{open_pidfd, parse_signal, pidfd_wait};
+use crate::process::{open_pidfd, parse_signal, pidfd_wait, start_time};
 use crate::record::{ContainerConfig, ContainerState, HostConfig, MountKind, Status};
 use crate::unpack::unpack_image;
 use crate::volumes::{Volumes, data_size};
@@ -307,6 +308,45 @@ impl Containers {
         // Last: a directory without container.json is not (yet) a container.
         write_json_atomic(&dir.join("container.json"), &record.config)?;
         Ok(record)
+    }
+
+    /// The host pids of a running container's processes (those in its pid namespace), in
+    /// order: what `docker top` lists.
+    pub fn pids(&self, name_or_id: &str) -> Result<Vec<i32>> {
+        let record = self.get(name_or_id)?;
+        let state = record.state;
+        let id = record.config.id;
+        let is_init = || state.pid > 0 && start_time(state.pid) == Some(state.pid_start);
+        if state.status != Status::Running || !is_init() {
+            return Err(Error::NotRunning(id));
+        }
+        let namespace = |pid: i32| {
+            fs::metadata(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let ours = namespace(state.pid).ok_or_else(|| Error::NotRunning(id.clone()))?;
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").map_err(io_err("listing", "/proc"))? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // Gone meanwhile, or another namespace.
+            if namespace(pid) == Some(ours) {
+                pids.push(pid);
+            }
+        }
+        // Still the container's init after the walk: not a recycled pid.
+        if !is_init() {
+            return Err(Error::NotRunning(id));
+        }
+        pids.sort_unstable();
+        Ok(pids)
     }
 
     /// Gives a container another name (`docker rename`), running or not. Only the record

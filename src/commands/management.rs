@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::prune::PruneArgs;
 use super::{
     build, commit, cp, diff, exec, export, history, images, import, inspect, lifecycle, logs, port,
-    prune, ps, pull, push, rename, run, save_load, tag,
+    prune, ps, pull, push, rename, run, save_load, tag, top,
 };
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +52,8 @@ pub enum ContainerCommand {
     Rename(rename::RenameArgs),
     /// Write a container's filesystem as a tar archive.
     Export(export::ExportArgs),
+    /// Show a running container's processes.
+    Top(top::TopArgs),
     /// Remove all stopped containers.
     Prune(prune::ForceArgs),
 }
@@ -106,6 +108,7 @@ pub fn run_container(cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
         ContainerCommand::Diff(args) => diff::run(args),
         ContainerCommand::Rename(args) => rename::run(args),
         ContainerCommand::Export(args) => export::run(args),
+        ContainerCommand::Top(args) => top::run(args),
         ContainerCommand::Prune(args) => prune::run_container_prune(&args),
     }
 }

@@ -32,5 +32,6 @@ pub mod rename;
 pub mod run;
 pub mod save_load;
 pub mod tag;
+pub mod top;
 pub mod version;
 pub mod volume;
