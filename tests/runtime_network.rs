@@ -12,7 +12,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 use runtime_support::{Rootfs, STRATA, run};
 use strata_runtime::proxy::{PortMapping, PortProxy, Protocol};
 use strata_runtime::spec::{self, Network};
-use strata_runtime::{Sandbox, StdioSet};
+use strata_runtime::{Container, Sandbox, StdioSet};
 
 const INTERFACES: &str = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; cat /sys/class/net/lo/flags; \
      cat /proc/sys/net/ipv4/ip_unprivileged_port_start";
@@ -69,27 +69,8 @@ fn published_port_reaches_a_private_container() {
         "hello from the sandbox\n",
     )
     .unwrap();
-    let spec = rootfs.spec("echo ready; exec httpd -f -p 8080 -h /www");
-    let mut container = Sandbox::new(STRATA)
-        .spawn(&spec, StdioSet::piped())
-        .unwrap();
-    let mut stdout = BufReader::new(container.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let mapping = PortMapping {
-        host: "127.0.0.1:0".parse().unwrap(),
-        container_port: 8080,
-        protocol: Protocol::Tcp,
-    };
-    // Both ways of connecting inside: a thread joining the namespace (root), and the connector
-    // process that rootless callers use.
-    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
-    let (user, net) = (
-        container.namespace("user").unwrap(),
-        container.namespace("net").unwrap(),
-    );
-    let by_process =
-        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    let container = started(&rootfs, "exec httpd -f -p 8080 -h /www");
+    let (by_thread, by_process) = both_proxies(&container, 8080, Protocol::Tcp);
     for proxy in [&by_thread, &by_process] {
         let response = http_get(proxy.local_addrs()[0]);
         assert!(
@@ -113,25 +94,8 @@ fn published_port_reaches_a_private_container() {
 #[test]
 fn published_udp_port_relays_each_client_apart() {
     let rootfs = Rootfs::new();
-    let spec = rootfs.spec("echo ready; exec sleep 60");
-    let mut container = Sandbox::new(STRATA)
-        .spawn(&spec, StdioSet::piped())
-        .unwrap();
-    let mut stdout = BufReader::new(container.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let mapping = PortMapping {
-        host: "127.0.0.1:0".parse().unwrap(),
-        container_port: 5353,
-        protocol: Protocol::Udp,
-    };
-    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
-    let (user, net) = (
-        container.namespace("user").unwrap(),
-        container.namespace("net").unwrap(),
-    );
-    let by_process =
-        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    let container = started(&rootfs, "exec sleep 60");
+    let (by_thread, by_process) = both_proxies(&container, 5353, Protocol::Udp);
     // A datagram before anything listens inside is lost, and does not stop the relay.
     let early = UdpSocket::bind("127.0.0.1:0").unwrap();
     early
@@ -165,15 +129,13 @@ fn published_udp_port_relays_each_client_apart() {
 #[test]
 fn a_network_namespace_given_by_path_is_joined() {
     let rootfs = Rootfs::new();
-    let spec = rootfs.spec("readlink /proc/self/ns/net; exec sleep 60");
-    let mut first = Sandbox::new(STRATA)
-        .spawn(&spec, StdioSet::piped())
-        .unwrap();
-    let mut stdout = BufReader::new(first.stdout.take().unwrap());
-    let mut first_ns = String::new();
-    stdout.read_line(&mut first_ns).unwrap();
-    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
-    assert_ne!(first_ns.trim(), host_ns.to_str().unwrap());
+    let first = started(&rootfs, "exec sleep 60");
+    let net_of = |pid: i32| {
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        format!("{}\n", link.display())
+    };
+    let first_ns = net_of(first.pid());
+    assert_ne!(first_ns, net_of(std::process::id() as i32));
 
     // As `--network container:<first>`: the second container's spec names the first's namespace.
     let with_path = |path: &str| {
@@ -203,6 +165,36 @@ fn a_network_namespace_given_by_path_is_joined() {
     );
     first.signal(libc::SIGKILL).unwrap();
     first.wait().unwrap();
+}
+
+/// A private-network container running `script`, once its shell has started.
+fn started(rootfs: &Rootfs, script: &str) -> Container {
+    let spec = rootfs.spec(&format!("echo ready; {script}"));
+    let mut container = Sandbox::new(STRATA)
+        .spawn(&spec, StdioSet::piped())
+        .unwrap();
+    let mut stdout = BufReader::new(container.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    container
+}
+
+/// `port` of `container` published on a free loopback port both ways of connecting inside: a
+/// thread joining the namespace (root), and the connector process that rootless callers use.
+fn both_proxies(container: &Container, port: u16, protocol: Protocol) -> (PortProxy, PortProxy) {
+    let mapping = PortMapping {
+        host: "127.0.0.1:0".parse().unwrap(),
+        container_port: port,
+        protocol,
+    };
+    let by_thread = PortProxy::start(container.namespace("net").unwrap(), &[mapping]).unwrap();
+    let (user, net) = (
+        container.namespace("user").unwrap(),
+        container.namespace("net").unwrap(),
+    );
+    let by_process =
+        PortProxy::start_with_helper(Path::new(STRATA), user, net, &[mapping]).unwrap();
+    (by_thread, by_process)
 }
 
 /// GETs /index.html through `addr`, retrying while the server inside is still starting (the proxy
