@@ -247,3 +247,72 @@ fn top_lists_the_container_processes() {
     let (_, err) = env.fails(&["top", "busy"]);
     assert!(err.contains("is not running"), "{err}");
 }
+
+/// `ps --filter`, as dockerd reads it: one key's values are alternatives, keys all hold,
+/// `status` looks at stopped containers too.
+#[test]
+fn ps_filters() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.image("other", &["LABEL kind=other"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web-1",
+        "-l",
+        "tier=front",
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    env.ok(&["run", "--name", "job-ok", "-l", "tier=batch", "bb", "true"]);
+    env.fails(&[
+        "run",
+        "--name",
+        "job-bad",
+        "-l",
+        "tier=batch",
+        "bb",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    env.ok(&["create", "--name", "fresh", "other", "true"]);
+    let listed = |all: bool, filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["ps", "--format", "json"];
+        if all {
+            args.push("-a");
+        }
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        let mut names: Vec<String> = env
+            .ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Names"].to_string())
+            .map(|n| n.trim_matches('"').to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let names = |filters: &[&str]| listed(false, filters);
+    let all = |filters: &[&str]| listed(true, filters);
+    assert_eq!(names(&[]), ["web-1"]);
+    assert_eq!(names(&["status=exited"]), ["job-bad", "job-ok"]);
+    assert_eq!(
+        names(&["status=exited", "status=created"]),
+        ["fresh", "job-bad", "job-ok"]
+    );
+    assert_eq!(names(&["status=exited", "exited=3"]), ["job-bad"]);
+    assert!(names(&["label=tier=batch"]).is_empty(), "without -a");
+    assert_eq!(all(&["label=tier=batch", "name=ok$"]), ["job-ok"]);
+    assert_eq!(all(&["label=tier"]), ["job-bad", "job-ok", "web-1"]);
+    assert_eq!(all(&["name=^/job"]), ["job-bad", "job-ok"]);
+    assert_eq!(all(&["ancestor=other"]), ["fresh"]);
+    let id = env.inspect("fresh")["Id"].as_str().unwrap().to_string();
+    assert_eq!(all(&[&format!("id={}", &id[..8])]), ["fresh"]);
+    let (_, err) = env.fails(&["ps", "--filter", "colour=red"]);
+    assert!(err.contains("invalid filter 'colour'"), "{err}");
+    env.ok(&["rm", "-f", "web-1"]);
+}

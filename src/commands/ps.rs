@@ -1,11 +1,12 @@
-//! `strata ps [-a] [-q] [--no-trunc] [--format table|json]`.
+//! `strata ps [-a] [-q] [--no-trunc] [-f KEY=VALUE]... [--format table|json]`.
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
+use regex::Regex;
 use serde_json::json;
-use strata_containers::{MountKind, Status};
+use strata_containers::{MountKind, Record, Status};
 
 use super::container_output::{command_text, created_at, open_containers, ports_text, status_text};
 use super::image_output::{print_table, since};
@@ -27,6 +28,88 @@ pub struct PsArgs {
     /// `table` (default) or `json` (one object a line, Docker's fields).
     #[arg(long, default_value = "table")]
     format: String,
+    /// Only containers that match: `id=PREFIX`, `name=REGEX`, `label=KEY[=VALUE]`,
+    /// `status=STATE` (implies -a), `exited=CODE`, `ancestor=IMAGE`. Values of one key: any;
+    /// different keys: all.
+    #[arg(short, long)]
+    filter: Vec<String>,
+}
+
+/// `--filter`s, as dockerd reads them.
+#[derive(Default)]
+struct Filters {
+    ids: Vec<String>,
+    names: Vec<Regex>,
+    labels: Vec<(String, Option<String>)>,
+    statuses: Vec<String>,
+    exited: Vec<i32>,
+    /// Image IDs.
+    ancestors: Vec<String>,
+}
+
+impl Filters {
+    fn parse(specs: &[String], store: &strata_store::Store) -> anyhow::Result<Filters> {
+        let mut f = Filters::default();
+        for spec in specs {
+            let (key, value) = spec
+                .split_once('=')
+                .with_context(|| format!("bad format of filter (expected name=value): {spec}"))?;
+            let value = value.to_string();
+            match key {
+                "id" => f.ids.push(value),
+                "name" => f.names.push(
+                    Regex::new(&value).with_context(|| format!("invalid filter 'name={value}'"))?,
+                ),
+                "label" => f.labels.push(match value.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (value, None),
+                }),
+                "status" => {
+                    const STATES: [&str; 7] = [
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                    ];
+                    if !STATES.contains(&value.as_str()) {
+                        bail!("invalid filter 'status={value}'");
+                    }
+                    f.statuses.push(value);
+                }
+                "exited" => f.exited.push(
+                    value
+                        .parse()
+                        .with_context(|| format!("invalid filter 'exited={value}'"))?,
+                ),
+                "ancestor" => f.ancestors.push(store.resolve(&value)?.id().to_string()),
+                _ => bail!("invalid filter '{key}'"),
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, r: &Record) -> bool {
+        let labels = &r.config.config.labels;
+        let exited = r.state.status == Status::Exited;
+        any(&self.ids, |id| r.config.id.starts_with(id))
+            // dockerd matches the name with its leading slash.
+            && any(&self.names, |re| re.is_match(&format!("/{}", r.config.name)))
+            && any(&self.labels, |(k, v)| match v {
+                None => labels.contains_key(k),
+                Some(v) => labels.get(k) == Some(v),
+            })
+            && any(&self.statuses, |s| s == r.state.status.name())
+            && any(&self.exited, |code| exited && r.state.exit_code == *code)
+            && any(&self.ancestors, |id| r.config.image_id == *id)
+    }
+}
+
+/// A filter key given no values passes everything; given some, one must hold.
+fn any<T>(values: &[T], hit: impl Fn(&T) -> bool) -> bool {
+    values.is_empty() || values.iter().any(hit)
 }
 
 pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
@@ -34,12 +117,14 @@ pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
         bail!("unsupported --format {:?}: use table or json", args.format);
     }
     let containers = open_containers()?;
+    let filters = Filters::parse(&args.filter, containers.store())?;
     let mut records = containers.list()?;
     if args.latest {
         records.truncate(1);
-    } else if !args.all {
+    } else if !args.all && filters.statuses.is_empty() {
         records.retain(|r| matches!(r.state.status, Status::Running | Status::Restarting));
     }
+    records.retain(|r| filters.matches(r));
     let id_of = |id: &str| {
         if args.no_trunc {
             id.to_string()
