@@ -316,3 +316,45 @@ fn ps_filters() {
     assert!(err.contains("invalid filter 'colour'"), "{err}");
     env.ok(&["rm", "-f", "web-1"]);
 }
+
+/// `logs --since/--until` with the times `logs -t` shows, and a duration.
+#[test]
+fn logs_since_and_until() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["run", "-d", "--name", "ticker", "bb", "sh", "-c", TICKER]);
+    env.until("five ticks", Duration::from_secs(10), || {
+        env.ok(&["logs", "ticker"]).lines().count() >= 5
+    });
+    let stamped = env.ok(&["logs", "-t", "ticker"]);
+    let times: Vec<&str> = stamped
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().0)
+        .collect();
+    let since = env.ok(&["logs", "--since", times[2], "ticker"]);
+    assert!(since.starts_with("tick 2\n"), "{since}");
+    let until = env.ok(&["logs", "--until", times[1], "ticker"]);
+    assert_eq!(until, "tick 0\ntick 1\n");
+    let window = env.ok(&["logs", "--since", times[1], "--until", times[3], "ticker"]);
+    assert_eq!(window, "tick 1\ntick 2\ntick 3\n");
+    assert!(
+        env.ok(&["logs", "--since", "1h", "ticker"])
+            .starts_with("tick 0\n")
+    );
+    assert_eq!(env.ok(&["logs", "--until", "1h", "ticker"]), "");
+    // -f stops at --until (a second from now, in Unix seconds).
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(1);
+    let soon = format!("{}.{:09}", soon.as_secs(), soon.subsec_nanos());
+    let followed = env.ok(&["logs", "-f", "--until", &soon, "ticker"]);
+    assert!(followed.starts_with("tick 0\n"), "{followed}");
+    assert!(
+        followed.lines().count() > times.len(),
+        "it followed: {followed}"
+    );
+    let (_, err) = env.fails(&["logs", "--since", "yesterday", "ticker"]);
+    assert!(err.contains("invalid time \"yesterday\""), "{err}");
+    env.ok(&["rm", "-f", "ticker"]);
+}
