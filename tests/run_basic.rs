@@ -291,3 +291,107 @@ fn a_terminal_run_follows_the_callers_window_size() {
     env.image("bb", &[]);
     assert_terminal_follows_window_size(&env, &["run", "--rm", "-t", "bb"]);
 }
+
+/// `--cap-add`/`--cap-drop` over Docker's default set (the effective set as the kernel shows
+/// it, and what it allows), `--add-host` in /etc/hosts, both in inspect; mistakes refused at
+/// create.
+#[test]
+fn capabilities_and_extra_hosts() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let cap_eff = |flags: &[&str]| -> String {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend(["bb", "sh", "-c", "grep CapEff /proc/self/status"]);
+        env.ok(&args)
+            .trim()
+            .trim_start_matches("CapEff:")
+            .trim()
+            .to_string()
+    };
+    // Docker's defaults, as its containers show them.
+    assert_eq!(cap_eff(&[]), "00000000a80425fb");
+    assert_eq!(cap_eff(&["--cap-add", "net_admin"]), "00000000a80435fb");
+    assert_eq!(cap_eff(&["--cap-drop", "CAP_CHOWN"]), "00000000a80425fa");
+    assert_eq!(cap_eff(&["--cap-drop", "all"]), "0000000000000000");
+    assert_eq!(
+        cap_eff(&["--cap-drop", "ALL", "--cap-add", "KILL"]),
+        "0000000000000020"
+    );
+    // What the set allows: an interface's MTU needs NET_ADMIN.
+    let (_, err) = env.fails(&[
+        "run", "--rm", "bb", "ip", "link", "set", "lo", "mtu", "1000",
+    ]);
+    assert!(err.contains("not permitted"), "{err}");
+    env.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NET_ADMIN",
+        "bb",
+        "ip",
+        "link",
+        "set",
+        "lo",
+        "mtu",
+        "1000",
+    ]);
+    // The seccomp profile follows the set: with SYS_ADMIN, mount(2) is allowed too.
+    let mount = "mkdir /m && mount -t tmpfs none /m && echo mounted";
+    let (_, err) = env.fails(&["run", "--rm", "bb", "sh", "-c", mount]);
+    assert!(err.contains("permission denied"), "{err}");
+    let mounted = env.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "bb",
+        "sh",
+        "-c",
+        mount,
+    ]);
+    assert_eq!(mounted, "mounted\n");
+    // runc reads the spec's profile, which must follow the set too.
+    let with_runc = env.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--cap-add",
+        "SYS_ADMIN",
+        "bb",
+        "sh",
+        "-c",
+        mount,
+    ]);
+    assert_eq!(with_runc, "mounted\n");
+    let hosts = env.ok(&[
+        "run",
+        "--name",
+        "hosts",
+        "--add-host",
+        "db:10.0.0.5",
+        "--add-host",
+        "v6:::1",
+        "--cap-add",
+        "SYS_TIME",
+        "bb",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(hosts.ends_with("10.0.0.5\tdb\n::1\tv6\n"), "{hosts}");
+    let host_config = env.inspect("hosts")["HostConfig"].clone();
+    assert_eq!(
+        host_config["ExtraHosts"],
+        serde_json::json!(["db:10.0.0.5", "v6:::1"])
+    );
+    assert_eq!(host_config["CapAdd"], serde_json::json!(["SYS_TIME"]));
+    assert_eq!(host_config["CapDrop"], serde_json::Value::Null);
+    let before = env.all_ids();
+    let (code, err) = env.fails(&["create", "--cap-add", "BOGUS", "bb"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unknown capability: \"CAP_BOGUS\""), "{err}");
+    let (_, err) = env.fails(&["create", "--add-host", "nohost", "bb"]);
+    assert!(err.contains("--add-host"), "{err}");
+    assert_eq!(env.all_ids(), before, "nothing created");
+}

@@ -183,6 +183,14 @@ pub struct HostConfig {
     pub log_max_size: Option<u64>,
     /// Log files kept, the current one included.
     pub log_max_files: u32,
+    /// `--cap-add` and `--cap-drop`, as given.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--add-host`: names and addresses added to `/etc/hosts`.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 /// What a container is. Written once, when it is created.

@@ -7,7 +7,7 @@ use strata_runtime::Spec;
 use strata_runtime::etc::{EtcFiles, mount_etc_files};
 use strata_runtime::spec::{
     DEFAULT_PATH_ENV, Limits, Network, add_bind, add_tmpfs, default_spec, set_limits, set_network,
-    set_user,
+    set_user, tweak_capabilities,
 };
 use strata_runtime::user::resolve_user;
 
@@ -74,6 +74,8 @@ pub(crate) fn build(
     };
     process.set_cwd(cwd.into());
     spec.set_process(Some(process));
+    tweak_capabilities(&mut spec, &config.host.cap_add, &config.host.cap_drop)
+        .map_err(Error::Invalid)?;
     let user =
         resolve_user(rootfs, &config.config.user).map_err(|e| Error::Invalid(e.to_string()))?;
     set_user(&mut spec, &user);
@@ -85,7 +87,7 @@ pub(crate) fn build(
     }
     let etc = EtcFiles {
         hostname: config.config.hostname.clone(),
-        extra_hosts: Vec::new(),
+        extra_hosts: config.host.extra_hosts.clone(),
         network,
         hostname_file: true,
         readonly: false,

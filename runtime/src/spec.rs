@@ -159,6 +159,74 @@ pub fn set_network(spec: &mut Spec, network: Network) {
     spec.set_linux(Some(linux));
 }
 
+/// Docker's `--cap-add`/`--cap-drop` over the default set (moby `caps.TweakCapabilities`):
+/// names in any case, with or without `CAP_`; `ALL` in `add` starts from every capability (less
+/// `drop`), `ALL` in `drop` keeps only `add`. The spec's seccomp profile follows the new set, as
+/// moby's default profile allows some system calls only with a capability: external runtimes
+/// (runc, crun) read it, strata's sandbox derives the same filter from the bounding set. Call
+/// before [`set_user`].
+pub fn tweak_capabilities(spec: &mut Spec, add: &[String], drop: &[String]) -> Result<(), String> {
+    if add.is_empty() && drop.is_empty() {
+        return Ok(());
+    }
+    let normalize = |names: &[String]| -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let upper = name.to_ascii_uppercase();
+            let cap = if upper == "ALL" || upper.starts_with("CAP_") {
+                upper
+            } else {
+                format!("CAP_{upper}")
+            };
+            if cap != "ALL" && cap.parse::<caps::Capability>().is_err() {
+                return Err(format!("unknown capability: {cap:?}"));
+            }
+            if !out.contains(&cap) {
+                out.push(cap);
+            }
+        }
+        Ok(out)
+    };
+    let (add, drop) = (normalize(add)?, normalize(drop)?);
+    let all = || {
+        let mut all: Vec<String> = caps::all().iter().map(ToString::to_string).collect();
+        all.sort();
+        all
+    };
+    let all_word = "ALL".to_string();
+    let mut set: Vec<String> = if add.contains(&all_word) {
+        all().into_iter().filter(|c| !drop.contains(c)).collect()
+    } else if drop.contains(&all_word) {
+        add
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .chain(
+                add.into_iter()
+                    .filter(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str())),
+            )
+            .collect()
+    };
+    set.dedup();
+    let capabilities = serde_json::from_value(serde_json::json!({
+        "bounding": set,
+        "effective": set,
+        "permitted": set,
+    }))
+    .map_err(|e| format!("capabilities {set:?}: {e}"))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_capabilities(Some(capabilities));
+    spec.set_process(Some(process));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let profile = crate::seccomp::oci_profile(&set.iter().cloned().collect::<HashSet<_>>());
+    let seccomp = serde_json::from_value(profile).map_err(|e| format!("seccomp profile: {e}"))?;
+    linux.set_seccomp(Some(seccomp));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
 /// Runs the process as `user`. As moby does, a non-root user starts with empty effective and
 /// permitted capability sets (the bounding set stays); `HOME` comes from `/etc/passwd` if unset.
 pub fn set_user(spec: &mut Spec, user: &ResolvedUser) {

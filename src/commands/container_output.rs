@@ -258,6 +258,13 @@ pub fn inspect_json(containers: &Containers, record: &Record) -> Value {
             "NanoCpus": c.host.nano_cpus.unwrap_or(0),
             "PidsLimit": c.host.pids_limit,
             "Init": c.host.init,
+            "CapAdd": if c.host.cap_add.is_empty() { Value::Null } else { json!(c.host.cap_add) },
+            "CapDrop": if c.host.cap_drop.is_empty() { Value::Null } else { json!(c.host.cap_drop) },
+            "ExtraHosts": if c.host.extra_hosts.is_empty() {
+                Value::Null
+            } else {
+                json!(c.host.extra_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>())
+            },
             "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
         },
         "GraphDriver": {

@@ -96,6 +96,15 @@ pub struct CreateArgs {
     /// Set a label (`K=V`).
     #[arg(short = 'l', long = "label")]
     label: Vec<String>,
+    /// Add a capability to Docker's default set (`NET_ADMIN`, `ALL`).
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a capability from Docker's default set (`CHOWN`, `ALL`).
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Add a line to /etc/hosts: `NAME:IP`.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
     /// The signal `stop` sends first (default: the image's, else SIGTERM).
     #[arg(long)]
     stop_signal: Option<String>,
@@ -412,7 +421,21 @@ fn create_container(
         runtime: flags.runtime.clone(),
         log_max_size,
         log_max_files,
+        cap_add: flags.cap_add.clone(),
+        cap_drop: flags.cap_drop.clone(),
+        extra_hosts: flags
+            .add_host
+            .iter()
+            .map(|h| parse_add_host(h))
+            .collect::<anyhow::Result<_>>()?,
     };
+    // Checked now, not at the first start: a typo is the create's error.
+    strata_runtime::spec::tweak_capabilities(
+        &mut strata_runtime::Spec::default(),
+        &host.cap_add,
+        &host.cap_drop,
+    )
+    .map_err(anyhow::Error::msg)?;
     if host.memory.is_some_and(|m| m < 6 * 1024 * 1024) {
         bail!("Minimum memory limit allowed is 6MB");
     }
@@ -441,6 +464,24 @@ fn create_container(
         overrides,
         host,
     })?)
+}
+
+/// `--add-host NAME:IP` (also `NAME=IP`): the name, then the address after the first separator
+/// (an IPv6 one has colons of its own). Docker's `host-gateway` needs its bridge: refused.
+fn parse_add_host(value: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+    let bad = || anyhow::anyhow!("invalid argument {value:?} for \"--add-host\" flag: use NAME:IP");
+    let split = value.find([':', '=']).ok_or_else(bad)?;
+    let (name, ip) = (&value[..split], &value[split + 1..]);
+    if name.is_empty() {
+        return Err(bad());
+    }
+    if ip == "host-gateway" {
+        bail!(
+            "--add-host {value}: host-gateway needs Docker's bridge network, which strata has not"
+        );
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    Ok((name.to_string(), ip.parse().map_err(|_| bad())?))
 }
 
 /// `-e` and `--env-file` entries in order; `K` alone takes this process's value (or is dropped).
