@@ -395,3 +395,68 @@ fn capabilities_and_extra_hosts() {
     assert!(err.contains("--add-host"), "{err}");
     assert_eq!(env.all_ids(), before, "nothing created");
 }
+
+/// `--ulimit`, `--sysctl` (the container's namespaces only: the host's values stay) and
+/// `--shm-size`, as the container sees them and as inspect shows them.
+#[test]
+fn ulimits_sysctls_and_shm_size() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    let host_somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let out = env.ok(&[
+        "run",
+        "--name",
+        "tuned",
+        "--ulimit",
+        "nofile=1000:2000",
+        "--ulimit",
+        "nproc=77",
+        "--sysctl",
+        "net.core.somaxconn=999",
+        "--sysctl",
+        "kernel.shmmni=1234",
+        "--shm-size",
+        "100m",
+        "bb",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -u; cat /proc/sys/net/core/somaxconn \
+         /proc/sys/kernel/shmmni; grep -o 'size=[0-9a-z]*' /proc/self/mountinfo | sort -u",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.by_ref().take(5).collect::<Vec<_>>(),
+        ["1000", "2000", "77", "999", "1234"]
+    );
+    assert!(lines.any(|l| l == "size=102400k"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap(),
+        host_somaxconn
+    );
+    let host_config = env.inspect("tuned")["HostConfig"].clone();
+    assert_eq!(
+        host_config["Ulimits"][0],
+        serde_json::json!({"Name": "nofile", "Hard": 2000, "Soft": 1000})
+    );
+    assert_eq!(host_config["Sysctls"]["kernel.shmmni"], "1234");
+    assert_eq!(host_config["ShmSize"], 100 * 1024 * 1024);
+    for (flags, message) in [
+        (
+            &["--network", "host", "--sysctl", "net.core.somaxconn=1"][..],
+            "is not allowed",
+        ),
+        (&["--sysctl", "kernel.hostname=x"][..], "is not allowed"),
+        (
+            &["--ulimit", "nofile=5:1"][..],
+            "must be less than or equal",
+        ),
+        (&["--ulimit", "files=5"][..], "unknown ulimit type"),
+    ] {
+        let mut args = vec!["create"];
+        args.extend(flags);
+        args.push("bb");
+        let (code, err) = env.fails(&args);
+        assert_eq!(code, 125, "{flags:?}");
+        assert!(err.contains(message), "{flags:?}: {err}");
+    }
+}

@@ -46,7 +46,7 @@ pub use fsutil::{ZERO_TIME, now, parse_time};
 pub use names::{new_id, random_name, validate_name};
 pub use record::{
     ContainerConfig, ContainerState, HostConfig, MountConfig, MountKind, NetworkMode, PortBinding,
-    RestartPolicy, RunConfig, Status,
+    RestartPolicy, RunConfig, Status, Ulimit,
 };
 pub use registry::{
     Containers, CreateOptions, Created, DEFAULT_STOP_TIMEOUT, Record, RemoveOptions,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::record::{MountConfig, MountKind, PortBinding, RunConfig};
+use crate::record::{MountConfig, MountKind, PortBinding, RunConfig, Ulimit};
 
 /// `[IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]` (`-p`); a missing host port is 0 (any free one).
 pub fn parse_publish(s: &str) -> Result<PortBinding> {
@@ -224,6 +224,85 @@ pub fn parse_memory(s: &str) -> Result<i64> {
         return Err(bad());
     }
     Ok(bytes as i64)
+}
+
+/// Docker's `--ulimit` names (go-units' `ulimitNameMapping`).
+pub const ULIMIT_NAMES: [&str; 15] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// `--ulimit NAME=SOFT[:HARD]` (a missing hard limit is the soft one), as go-units parses it.
+pub fn parse_ulimit(s: &str) -> Result<Ulimit> {
+    let bad = |why: String| Error::Invalid(format!("invalid ulimit {s:?}: {why}"));
+    let (name, values) = s
+        .split_once('=')
+        .ok_or_else(|| bad("use NAME=SOFT[:HARD]".into()))?;
+    if !ULIMIT_NAMES.contains(&name) {
+        return Err(bad(format!("unknown ulimit type {name:?}")));
+    }
+    let number = |v: &str| {
+        v.parse::<i64>()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| bad(format!("invalid value {v:?}")))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (number(soft)?, number(hard)?),
+        None => (number(values)?, number(values)?),
+    };
+    if soft > hard {
+        return Err(bad(format!(
+            "soft limit {soft} must be less than or equal to hard limit {hard}"
+        )));
+    }
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// `--sysctl KEY=VALUE` for a kernel parameter of the container's own namespaces (moby's
+/// `ValidateSysctl`): IPC ones (`kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`),
+/// and `net.*` unless the container shares the host's network.
+pub fn parse_sysctl(s: &str, host_network: bool) -> Result<(String, String)> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| Error::Invalid(format!("invalid sysctl {s:?}: use KEY=VALUE")))?;
+    let namespaced = IPC.contains(&key)
+        || key.starts_with("fs.mqueue.")
+        || (key.starts_with("net.") && !host_network);
+    if !namespaced || key.contains("..") || key.contains('/') {
+        return Err(Error::Invalid(format!(
+            "sysctl {key:?} is not allowed: only the container's own namespaces' (net.* with a \
+             network of its own, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)"
+        )));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// `--cpus 1.5` as billionths of a CPU.

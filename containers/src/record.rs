@@ -1,4 +1,5 @@
-//! What a container is (`container.json`, written once) and what it is doing (`state.json`).
+//! What a container is (`container.json`, written at create; `rename` rewrites it) and what it is
+//! doing (`state.json`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -191,6 +192,24 @@ pub struct HostConfig {
     /// `--add-host`: names and addresses added to `/etc/hosts`.
     #[serde(default)]
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ulimit`.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+    /// `--sysctl`: namespaced kernel parameters.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// `--shm-size`: the size of `/dev/shm` in bytes (Docker's default: 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<i64>,
+}
+
+/// A resource limit (`--ulimit nofile=1024:2048`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// As Docker names it: `nofile`, `nproc`, `core`...
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// What a container is. Written once, when it is created.

@@ -13,7 +13,7 @@ use strata_runtime::user::resolve_user;
 
 use crate::error::{Error, Result, io_err};
 use crate::options::merge_env;
-use crate::record::{ContainerConfig, MountKind, NetworkMode};
+use crate::record::{ContainerConfig, HostConfig, MountKind, NetworkMode};
 use crate::volumes::Volumes;
 
 /// CPU period for `--cpus` (Docker's 100 ms).
@@ -43,6 +43,55 @@ pub(crate) fn process_env(config: &ContainerConfig) -> Vec<String> {
     }
     merge_env(&mut env, &config.config.env);
     env
+}
+
+/// `--ulimit`s as the process's rlimits, `--sysctl`s beside the network's, `--shm-size` as the
+/// size of the `/dev/shm` tmpfs.
+fn set_ulimits_sysctls_shm(spec: &mut Spec, host: &HostConfig) -> Result<()> {
+    if !host.ulimits.is_empty() {
+        let rlimits: Vec<serde_json::Value> = host
+            .ulimits
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()),
+                    "soft": u.soft,
+                    "hard": u.hard,
+                })
+            })
+            .collect();
+        let rlimits = serde_json::from_value(serde_json::Value::Array(rlimits))
+            .map_err(|e| Error::Invalid(format!("--ulimit: {e}")))?;
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_rlimits(Some(rlimits));
+        spec.set_process(Some(process));
+    }
+    if !host.sysctls.is_empty() {
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut sysctl = linux.sysctl().clone().unwrap_or_default();
+        sysctl.extend(host.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));
+        linux.set_sysctl(Some(sysctl));
+        spec.set_linux(Some(linux));
+    }
+    if let Some(size) = host.shm_size {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/dev/shm"))
+        {
+            let mut options: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !o.starts_with("size="))
+                .collect();
+            options.push(format!("size={size}"));
+            m.set_options(Some(options));
+        }
+        spec.set_mounts(Some(mounts));
+    }
+    Ok(())
 }
 
 /// Builds the spec for one run of `config` over the mounted `rootfs`; generated `/etc` files go
@@ -76,6 +125,7 @@ pub(crate) fn build(
     spec.set_process(Some(process));
     tweak_capabilities(&mut spec, &config.host.cap_add, &config.host.cap_drop)
         .map_err(Error::Invalid)?;
+    set_ulimits_sysctls_shm(&mut spec, &config.host)?;
     let user =
         resolve_user(rootfs, &config.config.user).map_err(|e| Error::Invalid(e.to_string()))?;
     set_user(&mut spec, &user);

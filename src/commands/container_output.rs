@@ -258,6 +258,13 @@ pub fn inspect_json(containers: &Containers, record: &Record) -> Value {
             "NanoCpus": c.host.nano_cpus.unwrap_or(0),
             "PidsLimit": c.host.pids_limit,
             "Init": c.host.init,
+            "Ulimits": if c.host.ulimits.is_empty() {
+                Value::Null
+            } else {
+                json!(c.host.ulimits.iter().map(|u| json!({"Name": u.name, "Hard": u.hard, "Soft": u.soft})).collect::<Vec<_>>())
+            },
+            "Sysctls": if c.host.sysctls.is_empty() { Value::Null } else { json!(c.host.sysctls) },
+            "ShmSize": c.host.shm_size.unwrap_or(64 * 1024 * 1024),
             "CapAdd": if c.host.cap_add.is_empty() { Value::Null } else { json!(c.host.cap_add) },
             "CapDrop": if c.host.cap_drop.is_empty() { Value::Null } else { json!(c.host.cap_drop) },
             "ExtraHosts": if c.host.extra_hosts.is_empty() {

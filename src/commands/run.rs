@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use strata_containers::monitor::{self, Attach, SignalProxy, Streams};
 use strata_containers::options::{
-    ConfigOverrides, parse_cpus, parse_memory, parse_mount_flag, parse_publish, parse_tmpfs_flag,
-    parse_volume_flag,
+    ConfigOverrides, parse_cpus, parse_memory, parse_mount_flag, parse_publish, parse_sysctl,
+    parse_tmpfs_flag, parse_ulimit, parse_volume_flag,
 };
 use strata_containers::{
     Containers, CreateOptions, Created, HostConfig, NetworkMode, PortBinding, RestartPolicy,
@@ -105,6 +105,15 @@ pub struct CreateArgs {
     /// Add a line to /etc/hosts: `NAME:IP`.
     #[arg(long = "add-host")]
     add_host: Vec<String>,
+    /// A resource limit: `NAME=SOFT[:HARD]` (`nofile=1024:2048`).
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// A kernel parameter of the container's namespaces: `KEY=VALUE` (`net.core.somaxconn=1024`).
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// The size of /dev/shm (`128m`; default 64m).
+    #[arg(long)]
+    shm_size: Option<String>,
     /// The signal `stop` sends first (default: the image's, else SIGTERM).
     #[arg(long)]
     stop_signal: Option<String>,
@@ -428,6 +437,22 @@ fn create_container(
             .iter()
             .map(|h| parse_add_host(h))
             .collect::<anyhow::Result<_>>()?,
+        ulimits: flags
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
+        sysctls: flags
+            .sysctl
+            .iter()
+            .map(|s| parse_sysctl(s, network == NetworkMode::Host))
+            .collect::<Result<_, _>>()?,
+        shm_size: flags
+            .shm_size
+            .as_deref()
+            .map(parse_memory)
+            .transpose()?
+            .filter(|&size| size > 0),
     };
     // Checked now, not at the first start: a typo is the create's error.
     strata_runtime::spec::tweak_capabilities(
