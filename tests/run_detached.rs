@@ -358,3 +358,37 @@ fn logs_since_and_until() {
     assert!(err.contains("invalid time \"yesterday\""), "{err}");
     env.ok(&["rm", "-f", "ticker"]);
 }
+
+/// `--stop-timeout`: `stop` without `-t` waits that long (not Docker's default 10 s) before
+/// SIGKILL; inspect shows it in Config, as Docker does.
+#[test]
+fn stop_timeout_of_the_container() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "1",
+        "bb",
+        "sh",
+        "-c",
+        "trap '' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    env.until("the trap", Duration::from_secs(10), || {
+        env.ok(&["logs", "stubborn"]) == "up\n"
+    });
+    assert_eq!(env.inspect("stubborn")["Config"]["StopTimeout"], 1);
+    let started = std::time::Instant::now();
+    env.ok(&["stop", "stubborn"]);
+    // The default would be 10 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.inspect("stubborn")["State"]["ExitCode"], 137);
+    env.ok(&["rm", "stubborn"]);
+}

@@ -201,6 +201,10 @@ pub struct HostConfig {
     /// `--shm-size`: the size of `/dev/shm` in bytes (Docker's default: 64 MiB).
     #[serde(default)]
     pub shm_size: Option<i64>,
+    /// `--stop-timeout`: seconds `stop` waits before SIGKILL when not told (Docker's `Config`
+    /// field; kept here so `commit` does not write it into an image config).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
 }
 
 /// A resource limit (`--ulimit nofile=1024:2048`).

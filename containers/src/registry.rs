@@ -563,7 +563,9 @@ impl Containers {
         let signal = signal
             .or_else(|| parse_signal(record.config.stop_signal()))
             .unwrap_or(libc::SIGTERM);
-        let timeout = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let timeout = timeout
+            .or(record.config.host.stop_timeout.map(Duration::from_secs))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
         let state = self.update_state(&id, |s| {
             s.stop_requested = true;
             Ok(())

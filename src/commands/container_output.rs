@@ -127,6 +127,10 @@ fn ports_json(record: &Record) -> Value {
 pub fn inspect_json(containers: &Containers, record: &Record) -> Value {
     let c = &record.config;
     let s = &record.state;
+    let mut config = json!(c.config);
+    if let Some(timeout) = c.host.stop_timeout {
+        config["StopTimeout"] = json!(timeout);
+    }
     let id = &c.id;
     let dir = containers.container_dir(id);
     let mounts: Vec<Value> = c
@@ -283,7 +287,7 @@ pub fn inspect_json(containers: &Containers, record: &Record) -> Value {
             },
         },
         "Mounts": mounts,
-        "Config": c.config,
+        "Config": config,
         "NetworkSettings": {
             "Ports": ports_json(record),
             "SandboxKey": if s.pid > 0 { json!(format!("/proc/{}/ns/net", s.pid)) } else { json!("") },

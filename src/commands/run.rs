@@ -114,6 +114,9 @@ pub struct CreateArgs {
     /// The size of /dev/shm (`128m`; default 64m).
     #[arg(long)]
     shm_size: Option<String>,
+    /// Seconds `stop` waits after the stop signal before SIGKILL (default 10).
+    #[arg(long)]
+    stop_timeout: Option<u64>,
     /// The signal `stop` sends first (default: the image's, else SIGTERM).
     #[arg(long)]
     stop_signal: Option<String>,
@@ -453,6 +456,7 @@ fn create_container(
             .map(parse_memory)
             .transpose()?
             .filter(|&size| size > 0),
+        stop_timeout: flags.stop_timeout,
     };
     // Checked now, not at the first start: a typo is the create's error.
     strata_runtime::spec::tweak_capabilities(
