@@ -460,3 +460,45 @@ fn ulimits_sysctls_and_shm_size() {
         assert!(err.contains(message), "{flags:?}: {err}");
     }
 }
+
+/// `--group-add`: gids and names of the image's /etc/group join the user's groups; an unknown
+/// name is an error that names the flag.
+#[test]
+fn group_add() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "--group-add",
+            "1234",
+            "--group-add",
+            "root",
+            "bb",
+            "id",
+            "-G"
+        ]),
+        "0 1234\n"
+    );
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "1000",
+            "--group-add",
+            "55",
+            "bb",
+            "id",
+            "-G"
+        ]),
+        "0 55\n"
+    );
+    let (code, err) = env.fails(&["run", "--rm", "--group-add", "nosuch", "bb", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("--group-add: unable to find group nosuch"),
+        "{err}"
+    );
+}

@@ -205,6 +205,9 @@ pub struct HostConfig {
     /// field; kept here so `commit` does not write it into an image config).
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// `--group-add`: gids or group names of the image's `/etc/group`, added to the user's.
+    #[serde(default)]
+    pub group_add: Vec<String>,
 }
 
 /// A resource limit (`--ulimit nofile=1024:2048`).

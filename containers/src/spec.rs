@@ -9,7 +9,7 @@ use strata_runtime::spec::{
     DEFAULT_PATH_ENV, Limits, Network, add_bind, add_tmpfs, default_spec, set_limits, set_network,
     set_user, tweak_capabilities,
 };
-use strata_runtime::user::resolve_user;
+use strata_runtime::user::{resolve_groups, resolve_user};
 
 use crate::error::{Error, Result, io_err};
 use crate::options::merge_env;
@@ -126,8 +126,15 @@ pub(crate) fn build(
     tweak_capabilities(&mut spec, &config.host.cap_add, &config.host.cap_drop)
         .map_err(Error::Invalid)?;
     set_ulimits_sysctls_shm(&mut spec, &config.host)?;
-    let user =
+    let mut user =
         resolve_user(rootfs, &config.config.user).map_err(|e| Error::Invalid(e.to_string()))?;
+    for gid in resolve_groups(rootfs, &config.host.group_add)
+        .map_err(|e| Error::Invalid(format!("--group-add: {e}")))?
+    {
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
     set_user(&mut spec, &user);
 
     if config.host.read_only {

@@ -104,6 +104,26 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError
     })
 }
 
+/// Docker's `--group-add`: each a gid, or a group name of the rootfs's `/etc/group`.
+pub fn resolve_groups(rootfs: &Path, groups: &[String]) -> Result<Vec<u32>, UserError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let group_file = read_etc(rootfs, "/etc/group")?;
+    let entries: Vec<GroupEntry> = group_file.lines().filter_map(parse_group).collect();
+    groups
+        .iter()
+        .map(|g| match g.parse::<u32>() {
+            Ok(gid) => Ok(gid),
+            Err(_) => entries
+                .iter()
+                .find(|e| e.name == *g)
+                .map(|e| e.gid)
+                .ok_or_else(|| UserError::UnknownGroup(g.clone())),
+        })
+        .collect()
+}
+
 fn read_etc(rootfs: &Path, file: &str) -> Result<String, UserError> {
     let io = |source| UserError::Io {
         path: file.to_string(),

@@ -269,6 +269,7 @@ pub fn inspect_json(containers: &Containers, record: &Record) -> Value {
             },
             "Sysctls": if c.host.sysctls.is_empty() { Value::Null } else { json!(c.host.sysctls) },
             "ShmSize": c.host.shm_size.unwrap_or(64 * 1024 * 1024),
+            "GroupAdd": if c.host.group_add.is_empty() { Value::Null } else { json!(c.host.group_add) },
             "CapAdd": if c.host.cap_add.is_empty() { Value::Null } else { json!(c.host.cap_add) },
             "CapDrop": if c.host.cap_drop.is_empty() { Value::Null } else { json!(c.host.cap_drop) },
             "ExtraHosts": if c.host.extra_hosts.is_empty() {

@@ -117,6 +117,9 @@ pub struct CreateArgs {
     /// Seconds `stop` waits after the stop signal before SIGKILL (default 10).
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Another group for the process: a gid or a name of the image's /etc/group.
+    #[arg(long)]
+    group_add: Vec<String>,
     /// The signal `stop` sends first (default: the image's, else SIGTERM).
     #[arg(long)]
     stop_signal: Option<String>,
@@ -457,6 +460,7 @@ fn create_container(
             .transpose()?
             .filter(|&size| size > 0),
         stop_timeout: flags.stop_timeout,
+        group_add: flags.group_add.clone(),
     };
     // Checked now, not at the first start: a typo is the create's error.
     strata_runtime::spec::tweak_capabilities(
