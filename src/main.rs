@@ -89,6 +89,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Show a running container's processes.
     Top(commands::top::TopArgs),
+    /// Show what running containers use: CPU, memory, I/O, processes.
+    Stats(commands::stats::StatsArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
         Command::Rename(args) => commands::rename::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Top(args) => commands::top::run(args),
+        Command::Stats(args) => commands::stats::run(args),
         Command::Volume(cmd) => commands::volume::run(cmd),
         Command::Pull(args) => commands::pull::run(args),
         Command::Push(args) => commands::push::run(args),

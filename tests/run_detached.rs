@@ -392,3 +392,56 @@ fn stop_timeout_of_the_container() {
     assert_eq!(env.inspect("stubborn")["State"]["ExitCode"], 137);
     env.ok(&["rm", "stubborn"]);
 }
+
+/// `stats --no-stream`: a busy container uses CPU, a limited one shows its limit, processes are
+/// counted; a stopped one reads as zero, as Docker shows it.
+#[test]
+fn stats_of_running_containers() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "--memory",
+        "64m",
+        "bb",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    env.ok(&["run", "-d", "--name", "idle", "bb", "sleep", "60"]);
+    env.ok(&["create", "--name", "stopped", "bb", "true"]);
+    let out = env.ok(&["stats", "--no-stream", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["Name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .clone()
+    };
+    assert_eq!(rows.len(), 2, "running ones only: {out}");
+    let percent = |v: &serde_json::Value| -> f64 {
+        v.as_str().unwrap().trim_end_matches('%').parse().unwrap()
+    };
+    let busy = row("busy");
+    assert!(percent(&busy["CPUPerc"]) > 5.0, "{busy}");
+    assert!(
+        busy["MemUsage"].as_str().unwrap().ends_with(" / 64MiB"),
+        "{busy}"
+    );
+    // The container's init and its command.
+    assert_eq!(busy["PIDs"], "2");
+    let idle = row("idle");
+    assert!(percent(&idle["CPUPerc"]) < 5.0, "{idle}");
+    assert_eq!(idle["NetIO"], "0B / 0B", "a private network has only lo");
+    let table = env.ok(&["stats", "--no-stream", "-a"]);
+    assert!(table.starts_with("CONTAINER ID "), "{table}");
+    let stopped = table.lines().find(|l| l.contains("stopped")).unwrap();
+    assert!(stopped.contains("0.00%"), "{stopped}");
+    env.ok(&["rm", "-f", "busy", "idle", "stopped"]);
+}

@@ -34,6 +34,7 @@ pub mod process;
 mod record;
 mod registry;
 mod spec;
+mod stats;
 pub mod unpack;
 pub mod volumes;
 mod watch;
@@ -51,6 +52,7 @@ pub use record::{
 pub use registry::{
     Containers, CreateOptions, Created, DEFAULT_STOP_TIMEOUT, Record, RemoveOptions,
 };
+pub use stats::Stats;
 pub use watch::Watcher;
 
 /// The first argument that makes the `strata` binary act as a container monitor

@@ -392,6 +392,84 @@ fn v1_mounts() -> Result<Vec<(String, PathBuf)>, CgroupError> {
         .collect())
 }
 
+/// What the cgroup of a process has used (`strata stats`); `None` where its controller or file
+/// is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// Memory in use less the inactive page cache, as the Docker CLI counts it.
+    pub memory: Option<u64>,
+    /// The memory limit; `None` when there is none.
+    pub memory_limit: Option<u64>,
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// The usage of the cgroup process `pid` is in: v1's memory, cpuacct and pids hierarchies, or
+/// the v2 directory.
+pub fn cgroup_usage(pid: i32) -> Result<CgroupUsage, CgroupError> {
+    let list = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    let text = std::fs::read_to_string(&list).map_err(io_err(&list))?;
+    let number =
+        |path: PathBuf| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let stat = |path: PathBuf, key: &str| -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    let unified = Path::new("/sys/fs/cgroup");
+    if is_cgroup2(unified) {
+        let rel = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        let dir = unified.join(rel.trim_start_matches('/'));
+        let current = number(dir.join("memory.current"));
+        let inactive = stat(dir.join("memory.stat"), "inactive_file").unwrap_or(0);
+        return Ok(CgroupUsage {
+            memory: current.map(|c| c.saturating_sub(inactive)),
+            // "max" does not parse: no limit.
+            memory_limit: number(dir.join("memory.max")),
+            cpu_ns: stat(dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            pids: number(dir.join("pids.current")),
+        });
+    }
+    let mounts = v1_mounts()?;
+    let dir = |controller: &str| -> Option<PathBuf> {
+        let (_, mount) = mounts
+            .iter()
+            .find(|(c, _)| c.split(',').any(|x| x == controller))?;
+        let rel = text.lines().find_map(|l| {
+            let mut fields = l.splitn(3, ':');
+            let controllers = fields.nth(1)?;
+            let path = fields.next()?;
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then_some(path)
+        })?;
+        Some(mount.join(rel.trim_start_matches('/')))
+    };
+    let memory_dir = dir("memory");
+    let usage = memory_dir
+        .clone()
+        .and_then(|d| number(d.join("memory.usage_in_bytes")));
+    let inactive = memory_dir
+        .clone()
+        .and_then(|d| stat(d.join("memory.stat"), "total_inactive_file"))
+        .unwrap_or(0);
+    Ok(CgroupUsage {
+        memory: usage.map(|u| u.saturating_sub(inactive)),
+        // v1 writes "no limit" as the largest page-aligned value.
+        memory_limit: memory_dir
+            .and_then(|d| number(d.join("memory.limit_in_bytes")))
+            .filter(|&l| l < 1 << 62),
+        cpu_ns: dir("cpuacct").and_then(|d| number(d.join("cpuacct.usage"))),
+        pids: dir("pids").and_then(|d| number(d.join("pids.current"))),
+    })
+}
+
 /// Mounted cgroup v1 hierarchies as (controllers or `name=...`, mount point), for `/sys/fs/cgroup`
 /// inside containers.
 pub fn v1_hierarchies() -> Vec<(String, PathBuf)> {

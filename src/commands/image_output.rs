@@ -60,6 +60,18 @@ pub fn human_size(bytes: u64) -> String {
     format!("{}{}", go_g(size, 3), UNITS[unit])
 }
 
+/// go-units `BytesSize`: binary units, four significant digits (`1.234MiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{}{}", go_g(size, 4), UNITS[unit])
+}
+
 /// Go's `%.*g` for non-negative values.
 fn go_g(v: f64, precision: i32) -> String {
     if v == 0.0 {

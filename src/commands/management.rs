@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::prune::PruneArgs;
 use super::{
     build, commit, cp, diff, exec, export, history, images, import, inspect, lifecycle, logs, port,
-    prune, ps, pull, push, rename, run, save_load, tag, top,
+    prune, ps, pull, push, rename, run, save_load, stats, tag, top,
 };
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +54,8 @@ pub enum ContainerCommand {
     Export(export::ExportArgs),
     /// Show a running container's processes.
     Top(top::TopArgs),
+    /// Show what running containers use: CPU, memory, I/O, processes.
+    Stats(stats::StatsArgs),
     /// Remove all stopped containers.
     Prune(prune::ForceArgs),
 }
@@ -109,6 +111,7 @@ pub fn run_container(cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
         ContainerCommand::Rename(args) => rename::run(args),
         ContainerCommand::Export(args) => export::run(args),
         ContainerCommand::Top(args) => top::run(args),
+        ContainerCommand::Stats(args) => stats::run(args),
         ContainerCommand::Prune(args) => prune::run_container_prune(&args),
     }
 }

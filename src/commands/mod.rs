@@ -31,6 +31,7 @@ pub mod registry;
 pub mod rename;
 pub mod run;
 pub mod save_load;
+pub mod stats;
 pub mod tag;
 pub mod top;
 pub mod version;
