@@ -3,6 +3,7 @@
 
 mod commands;
 mod progress;
+mod template;
 
 use std::process::ExitCode;
 

@@ -502,3 +502,54 @@ fn group_add() {
         "{err}"
     );
 }
+
+/// `--format` Go templates, as scripts use them with Docker: inspect, ps (with `table`) and
+/// images; a template strata cannot do is an error, not a wrong line.
+#[test]
+fn format_templates() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run", "-d", "--name", "fmt", "-l", "tier=web", "bb", "sleep", "60",
+    ]);
+    let pid = env.inspect("fmt")["State"]["Pid"].to_string();
+    assert_eq!(
+        env.ok(&[
+            "inspect",
+            "-f",
+            r#"{{.State.Pid}} {{.Name}} {{json .Config.Labels}} {{index .Config.Labels "tier"}}"#,
+            "fmt"
+        ]),
+        format!("{pid} /fmt {{\"tier\":\"web\"}} web\n")
+    );
+    assert_eq!(
+        env.ok(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            "fmt"
+        ]),
+        "running\n"
+    );
+    assert_eq!(
+        env.ok(&["ps", "--format", r"{{.Names}}\t{{.Labels}}"]),
+        "fmt\ttier=web\n"
+    );
+    let table = env.ok(&["ps", "--format", r"table {{.ID}}\t{{.Names}}"]);
+    let mut lines = table.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["CONTAINER", "ID", "NAMES"]
+    );
+    assert!(lines.next().unwrap().ends_with("fmt"), "{table}");
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "bb:latest\n"
+    );
+    let id = env.ok(&["image", "inspect", "-f", "{{.Id}}", "bb"]);
+    assert!(id.starts_with("sha256:") && id.len() == 72, "{id}");
+    let (_, err) = env.fails(&["inspect", "-f", "{{range .Mounts}}{{end}}", "fmt"]);
+    assert!(err.contains("\"range\" is not supported"), "{err}");
+    env.ok(&["rm", "-f", "fmt"]);
+}

@@ -8,6 +8,7 @@ use serde_json::json;
 use strata_store::reference::{self, AnyReference};
 
 use super::image_output::{human_size, open_store, parse_time, print_table, short_id, since};
+use crate::template::{default_header, print_rows};
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
@@ -25,7 +26,8 @@ pub struct ImagesArgs {
     /// Show all images (strata has no intermediate images; accepted for Docker compatibility).
     #[arg(short, long)]
     all: bool,
-    /// `table` (default) or `json` (one object per line).
+    /// `table` (default), `json` (one object per line), or a Go template
+    /// (`{{.Repository}}:{{.Tag}}`, `table {{.ID}}\t{{.Size}}`).
     #[arg(long, default_value = "table")]
     format: String,
     /// `dangling=true|false` or `reference=PATTERN`.
@@ -121,10 +123,10 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match args.format.as_str() {
-        "json" => {
-            for r in &rows {
-                let v = json!({
+    let json_rows = || -> Vec<serde_json::Value> {
+        rows.iter()
+            .map(|r| {
+                json!({
                     "Containers": "N/A",
                     "CreatedAt": r.created_at,
                     "CreatedSince": r.created_since,
@@ -136,8 +138,14 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
                     "Tag": r.tag,
                     "UniqueSize": "N/A",
                     "VirtualSize": human_size(r.size),
-                });
-                println!("{}", serde_json::to_string(&v).context("rendering JSON")?);
+                })
+            })
+            .collect()
+    };
+    match args.format.as_str() {
+        "json" => {
+            for row in json_rows() {
+                println!("{}", serde_json::to_string(&row).context("rendering JSON")?);
             }
         }
         "table" => {
@@ -157,7 +165,11 @@ pub fn run(args: ImagesArgs) -> anyhow::Result<ExitCode> {
             }
             print_table(&table)?;
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
+        template => print_rows(template, &json_rows(), &|field| match field {
+            "ID" => "IMAGE ID".into(),
+            "CreatedSince" => "CREATED".into(),
+            other => default_header(other),
+        })?,
     }
     Ok(ExitCode::SUCCESS)
 }

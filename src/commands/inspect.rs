@@ -8,12 +8,16 @@ use serde_json::{Value, json};
 use strata_store::Image;
 
 use super::container_output::{self, open_containers};
+use crate::template::Template;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Only look up this kind of object.
     #[arg(long = "type", value_parser = ["container", "image"])]
     kind: Option<String>,
+    /// Print each object through a Go template (`{{.State.Pid}}`, `{{json .Config}}`).
+    #[arg(short, long)]
+    format: Option<String>,
     /// Containers or images: names, IDs or digests.
     #[arg(required = true)]
     names: Vec<String>,
@@ -22,20 +26,25 @@ pub struct InspectArgs {
 /// Names to inspect, of the kind the command implies (`container inspect`, `image inspect`).
 #[derive(Debug, Args)]
 pub struct NamesArgs {
+    /// Print each object through a Go template (`{{.State.Pid}}`, `{{json .Config}}`).
+    #[arg(short, long)]
+    format: Option<String>,
     #[arg(required = true)]
     names: Vec<String>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    inspect(args.kind.as_deref(), &args.names)
+    inspect(args.kind.as_deref(), &args.names, args.format.as_deref())
 }
 
 /// `container inspect` and `image inspect`.
 pub fn run_kind(kind: &str, args: NamesArgs) -> anyhow::Result<ExitCode> {
-    inspect(Some(kind), &args.names)
+    inspect(Some(kind), &args.names, args.format.as_deref())
 }
 
-fn inspect(kind: Option<&str>, names: &[String]) -> anyhow::Result<ExitCode> {
+fn inspect(kind: Option<&str>, names: &[String], format: Option<&str>) -> anyhow::Result<ExitCode> {
+    // Parsed first: a bad template is an error before anything is looked up.
+    let template = format.map(Template::parse).transpose()?;
     let containers = open_containers()?;
     let store = containers.store();
     let mut out = Vec::new();
@@ -68,7 +77,14 @@ fn inspect(kind: Option<&str>, names: &[String]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    match &template {
+        Some(template) => {
+            for object in &out {
+                println!("{}", template.render(object)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&Value::Array(out))?),
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -10,6 +10,7 @@ use strata_containers::{MountKind, Record, Status};
 
 use super::container_output::{command_text, created_at, open_containers, ports_text, status_text};
 use super::image_output::{print_table, since};
+use crate::template::{default_header, print_rows};
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -25,7 +26,8 @@ pub struct PsArgs {
     /// Only the newest container (any state).
     #[arg(short = 'l', long)]
     latest: bool,
-    /// `table` (default) or `json` (one object a line, Docker's fields).
+    /// `table` (default), `json` (one object a line, Docker's fields), or a Go template
+    /// (`{{.Names}}`, `table {{.ID}}\t{{.Status}}`).
     #[arg(long, default_value = "table")]
     format: String,
     /// Only containers that match: `id=PREFIX`, `name=REGEX`, `label=KEY[=VALUE]`,
@@ -113,9 +115,6 @@ fn any<T>(values: &[T], hit: impl Fn(&T) -> bool) -> bool {
 }
 
 pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
-    if !matches!(args.format.as_str(), "table" | "json") {
-        bail!("unsupported --format {:?}: use table or json", args.format);
-    }
     let containers = open_containers()?;
     let filters = Filters::parse(&args.filter, containers.store())?;
     let mut records = containers.list()?;
@@ -138,40 +137,17 @@ pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.format == "json" {
-        for r in &records {
-            let volumes: Vec<&str> = r
-                .config
-                .host
-                .mounts
-                .iter()
-                .filter(|m| m.kind != MountKind::Tmpfs)
-                .map(|m| m.source.as_str())
-                .collect();
-            let labels: Vec<String> = r
-                .config
-                .config
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let line = json!({
-                "Command": command_text(r, !args.no_trunc),
-                "CreatedAt": created_at(r),
-                "ID": id_of(&r.config.id),
-                "Image": r.config.config.image,
-                "Labels": labels.join(","),
-                "LocalVolumes": r.config.host.mounts.iter().filter(|m| m.kind == MountKind::Volume).count().to_string(),
-                "Mounts": volumes.join(","),
-                "Names": r.config.name,
-                "Networks": r.config.host.network.name(),
-                "Ports": ports_text(r),
-                "RunningFor": since(Some(&r.config.created)),
-                "Size": "0B",
-                "State": r.state.status.name(),
-                "Status": status_text(r),
-            });
-            println!("{line}");
+    if args.format != "table" {
+        let rows: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| json_row(r, &id_of, args.no_trunc))
+            .collect();
+        if args.format == "json" {
+            for row in &rows {
+                println!("{row}");
+            }
+        } else {
+            print_rows(&args.format, &rows, &header_of)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -201,4 +177,48 @@ pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
     }
     print_table(&rows)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A container as `--format json` prints it (Docker's fields), and as templates see it.
+fn json_row(r: &Record, id_of: &dyn Fn(&str) -> String, no_trunc: bool) -> serde_json::Value {
+    let volumes: Vec<&str> = r
+        .config
+        .host
+        .mounts
+        .iter()
+        .filter(|m| m.kind != MountKind::Tmpfs)
+        .map(|m| m.source.as_str())
+        .collect();
+    let labels: Vec<String> = r
+        .config
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    json!({
+        "Command": command_text(r, !no_trunc),
+        "CreatedAt": created_at(r),
+        "ID": id_of(&r.config.id),
+        "Image": r.config.config.image,
+        "Labels": labels.join(","),
+        "LocalVolumes": r.config.host.mounts.iter().filter(|m| m.kind == MountKind::Volume).count().to_string(),
+        "Mounts": volumes.join(","),
+        "Names": r.config.name,
+        "Networks": r.config.host.network.name(),
+        "Ports": ports_text(r),
+        "RunningFor": since(Some(&r.config.created)),
+        "Size": "0B",
+        "State": r.state.status.name(),
+        "Status": status_text(r),
+    })
+}
+
+/// The header Docker's `ps` shows for a template field.
+fn header_of(field: &str) -> String {
+    match field {
+        "ID" => "CONTAINER ID".into(),
+        "RunningFor" => "CREATED".into(),
+        other => default_header(other),
+    }
 }
