@@ -384,4 +384,20 @@ mod tests {
         assert_eq!(default_header("CreatedAt"), "CREATED AT");
         assert_eq!(default_header("ID"), "ID");
     }
+
+    proptest::proptest! {
+        /// No template text panics the parser or the renderer.
+        #[test]
+        fn any_text_is_a_template_or_an_error(
+            text in "[{}. a-zA-Z\"\\|()0-9-]{0,40}",
+            other in proptest::prelude::any::<String>(),
+        ) {
+            for text in [&text, &format!("{{{{.{other}}}}}"), &other] {
+                if let Ok(t) = Template::parse(text) {
+                    let _ = t.render(&json!({"a": [1, {"b": null}], "B": "x"}));
+                    let _ = t.header(&default_header);
+                }
+            }
+        }
+    }
 }

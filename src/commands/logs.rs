@@ -41,7 +41,9 @@ pub struct LogsArgs {
 /// (taken as UTC, where Docker takes the client's local time).
 fn moment(value: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
     if let Some(ago) = go_duration(value) {
-        return Ok(now - ago);
+        return now
+            .checked_sub(ago)
+            .with_context(|| format!("invalid time {value:?}: too long ago"));
     }
     if let Some((secs, fraction)) = value
         .split_once('.')
@@ -104,7 +106,10 @@ fn go_duration(text: &str) -> Option<time::Duration> {
         rest = &rest[unit_end..];
         total += number * seconds;
     }
-    (!text.is_empty()).then(|| time::Duration::seconds_f64(total))
+    if text.is_empty() {
+        return None;
+    }
+    time::Duration::checked_seconds_f64(total)
 }
 
 pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
@@ -188,8 +193,30 @@ mod tests {
         );
         assert_eq!(at("2023-11-14T22:13:20"), 1_700_000_000 * 1_000_000_000);
         assert_eq!(at("2023-11-14"), 1_699_920_000 * 1_000_000_000);
-        for bad in ["", "yesterday", "10x", "1.2.3", "2023-13-01"] {
+        for bad in [
+            "",
+            "yesterday",
+            "10x",
+            "1.2.3",
+            "2023-13-01",
+            "99999999999999999999999999h",
+            "9999999999999h",
+            "99999999999999999999999999999",
+        ] {
             assert!(moment(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// No --since/--until value panics: it is a moment or an error.
+        #[test]
+        fn any_value_is_a_moment_or_an_error(
+            shaped in "[0-9.]{0,30}[a-zµ]{0,2}[0-9.]{0,5}[hms]{0,2}",
+            text in proptest::prelude::any::<String>(),
+        ) {
+            let now = OffsetDateTime::now_utc();
+            let _ = moment(&shaped, now);
+            let _ = moment(&text, now);
         }
     }
 }
