@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Print version information.
     Version,
+    /// Show what this strata and this machine are.
+    Info(commands::info::InfoArgs),
     /// Build an image from a Dockerfile and a context.
     Build(commands::build::BuildArgs),
     /// Create an image from a rootfs tarball.
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
     commands::registry::set_offline(cli.offline);
     let result = match cli.command {
         Command::Version => commands::version::run(),
+        Command::Info(args) => commands::info::run(args),
         Command::Build(args) => commands::build::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),

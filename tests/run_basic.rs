@@ -553,3 +553,26 @@ fn format_templates() {
     assert!(err.contains("\"range\" is not supported"), "{err}");
     env.ok(&["rm", "-f", "fmt"]);
 }
+
+/// `info`: counts and the machine, with Docker's field names for `--format`.
+#[test]
+fn info_counts_and_formats() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["tag", "bb", "bb:other"]);
+    env.ok(&["create", "bb", "true"]);
+    assert_eq!(
+        env.ok(&[
+            "info",
+            "--format",
+            "{{.Containers}} {{.ContainersRunning}} {{.Images}} {{.OSType}}"
+        ]),
+        "1 0 1 linux\n"
+    );
+    let text = env.ok(&["system", "info"]);
+    assert!(text.starts_with("Containers: 1\n Running: 0\n"), "{text}");
+    assert!(text.contains("\nStorage Driver: overlay\n"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(json["DockerRootDir"], env.path().display().to_string());
+}

@@ -15,6 +15,7 @@ pub mod history;
 pub mod image_output;
 pub mod images;
 pub mod import;
+pub mod info;
 pub mod inspect;
 pub mod lifecycle;
 pub mod lint;

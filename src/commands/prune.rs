@@ -18,6 +18,8 @@ pub enum SystemCommand {
     Prune(PruneArgs),
     /// Show what uses space in the store.
     Df,
+    /// Show what this strata and this machine are.
+    Info(super::info::InfoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +99,7 @@ pub fn run_system(cmd: SystemCommand) -> anyhow::Result<ExitCode> {
             prune(&args, what, true)
         }
         SystemCommand::Df => df(&open_containers()?),
+        SystemCommand::Info(args) => super::info::run(args),
     }
 }
 
