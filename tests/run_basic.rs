@@ -340,31 +340,13 @@ fn capabilities_and_extra_hosts() {
     let mount = "mkdir /m && mount -t tmpfs none /m && echo mounted";
     let (_, err) = env.fails(&["run", "--rm", "bb", "sh", "-c", mount]);
     assert!(err.contains("permission denied"), "{err}");
-    let mounted = env.ok(&[
-        "run",
-        "--rm",
-        "--cap-add",
-        "SYS_ADMIN",
-        "bb",
-        "sh",
-        "-c",
-        mount,
-    ]);
-    assert_eq!(mounted, "mounted\n");
     // runc reads the spec's profile, which must follow the set too.
-    let with_runc = env.ok(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--cap-add",
-        "SYS_ADMIN",
-        "bb",
-        "sh",
-        "-c",
-        mount,
-    ]);
-    assert_eq!(with_runc, "mounted\n");
+    for runtime in [&[][..], &["--runtime", "runc"][..]] {
+        let mut args = vec!["run", "--rm", "--cap-add", "SYS_ADMIN"];
+        args.extend(runtime);
+        args.extend(["bb", "sh", "-c", mount]);
+        assert_eq!(env.ok(&args), "mounted\n", "{runtime:?}");
+    }
     let hosts = env.ok(&[
         "run",
         "--name",

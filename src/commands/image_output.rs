@@ -50,26 +50,30 @@ pub fn print_table(rows: &[Vec<String>]) -> io::Result<()> {
 
 /// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits.
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut unit = 0;
-    while size >= 1000.0 && unit < UNITS.len() - 1 {
-        size /= 1000.0;
-        unit += 1;
-    }
-    format!("{}{}", go_g(size, 3), UNITS[unit])
+    custom_size(
+        bytes,
+        1000.0,
+        &["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"],
+        3,
+    )
 }
 
 /// go-units `BytesSize`: binary units, four significant digits (`1.234MiB`).
 pub fn bytes_size(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    custom_size(bytes, 1024.0, &units, 4)
+}
+
+/// go-units `CustomSize`: `bytes` in the largest of `units` (each `base` times the one before)
+/// it reaches, to `precision` significant digits.
+fn custom_size(bytes: u64, base: f64, units: &[&str], precision: i32) -> String {
     let mut size = bytes as f64;
     let mut unit = 0;
-    while size >= 1024.0 && unit < UNITS.len() - 1 {
-        size /= 1024.0;
+    while size >= base && unit < units.len() - 1 {
+        size /= base;
         unit += 1;
     }
-    format!("{}{}", go_g(size, 4), UNITS[unit])
+    format!("{}{}", go_g(size, precision), units[unit])
 }
 
 /// Go's `%.*g` for non-negative values.
