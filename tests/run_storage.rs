@@ -517,3 +517,78 @@ fn export_and_diff_a_container() {
     assert!(names.iter().any(|n| n == "up"), "{names:?}");
     env.ok(&["rm", "-f", "live"]);
 }
+
+/// `cp` with `-`: a container path out as a tar on standard output, and a tar from standard
+/// input into a container directory, as Docker's.
+#[test]
+fn cp_tar_streams() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "bb",
+        "sh",
+        "-c",
+        "mkdir -p /d/sub && echo inner > /d/sub/f && ln -s sub/f /d/l && echo up; exec sleep 60",
+    ]);
+    env.until("the setup", Duration::from_secs(10), || {
+        env.ok(&["logs", "box"]) == "up\n"
+    });
+    let out = env.output(&["cp", "box:/d", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let mut entries = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut content).unwrap();
+        let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+        entries.push((path, content, link));
+    }
+    assert_eq!(
+        entries,
+        [
+            ("d/".to_string(), String::new(), None),
+            ("d/l".to_string(), String::new(), Some("sub/f".to_string())),
+            ("d/sub/".to_string(), String::new(), None),
+            ("d/sub/f".to_string(), "inner\n".to_string(), None),
+        ]
+    );
+
+    // A tar in: its top-level entries land in the directory named.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o640);
+    header.set_cksum();
+    tar.append_data(&mut header, "dir/hello", &b"hello\n"[..])
+        .unwrap();
+    let input = tar.into_inner().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .env("STRATA_ROOT", env.path())
+        .args(["cp", "-", "box:/tmp"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        env.ok(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "cat /tmp/dir/hello; stat -c %a /tmp/dir/hello"
+        ]),
+        "hello\n640\n"
+    );
+    env.ok(&["rm", "-f", "box"]);
+}
