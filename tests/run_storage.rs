@@ -592,3 +592,47 @@ fn cp_tar_streams() {
     );
     env.ok(&["rm", "-f", "box"]);
 }
+
+/// `volume ls` filters and formats as Docker's: `dangling` (no container uses it), `name`,
+/// `label`; `--format json` and templates.
+#[test]
+fn volume_ls_filters_and_formats() {
+    let env = Env::new();
+    env.image("bb", &[]);
+    env.ok(&["volume", "create", "--label", "team=web", "web-data"]);
+    env.ok(&["volume", "create", "spare"]);
+    env.ok(&["create", "-v", "web-data:/data", "bb", "true"]);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["volume", "ls", "-q"];
+        all.extend(args);
+        env.ok(&all).lines().map(str::to_string).collect()
+    };
+    assert_eq!(names(&[]), ["spare", "web-data"]);
+    assert_eq!(names(&["-f", "dangling=true"]), ["spare"]);
+    assert_eq!(names(&["-f", "dangling=false"]), ["web-data"]);
+    assert_eq!(names(&["-f", "label=team=web"]), ["web-data"]);
+    assert_eq!(names(&["-f", "name=sp"]), ["spare"]);
+    assert_eq!(
+        names(&["-f", "name=^web", "-f", "label=team"]),
+        ["web-data"]
+    );
+    assert_eq!(
+        env.ok(&[
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Labels}}",
+            "-f",
+            "label=team"
+        ]),
+        "web-data team=web\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        env.ok(&["volume", "ls", "--format", "json", "-f", "name=spare"])
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(json["Driver"], "local");
+    let (_, err) = env.fails(&["volume", "ls", "-f", "colour=red"]);
+    assert!(err.contains("invalid filter 'colour'"), "{err}");
+}
