@@ -57,6 +57,7 @@ pub use remote_cache::{
 };
 pub use reproducible::source_date_epoch;
 pub use slots::SlotPrune;
+pub use solver::scratch_dir;
 pub use strata_runtime::spec::Network;
 
 use strata_snapshotter::{LayerOptions, Snapshotter};

@@ -1399,6 +1399,21 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The store's scratch area: directories named `<pid>-...`, removed by the next build once
+/// their process is gone.
+const SCRATCH_DIR: &str = "builder-tmp";
+
+/// An empty directory of this process in the store's scratch area, removed when dropped (or,
+/// if the process is killed, by the next build): where the binary stages files for a tar
+/// export or `cp -`. `purpose` names it (`<pid>-<purpose>-...`).
+pub fn scratch_dir(store_root: &Path, purpose: &str) -> std::io::Result<tempfile::TempDir> {
+    let base = store_root.join(SCRATCH_DIR);
+    fs::create_dir_all(&base)?;
+    tempfile::Builder::new()
+        .prefix(&format!("{}-{purpose}-", std::process::id()))
+        .tempdir_in(&base)
+}
+
 /// Removes scratch directories of processes that are gone.
 fn clean_scratch(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
@@ -1941,7 +1956,7 @@ pub(crate) fn build(
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     layers::remove_stale_actives(&b.snapshotter);
-    let scratch = b.store.root().join("builder-tmp");
+    let scratch = b.store.root().join(SCRATCH_DIR);
     clean_scratch(&scratch);
     let lease = b.store.lease()?;
 

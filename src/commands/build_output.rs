@@ -310,14 +310,8 @@ pub fn export(
         Output::Local { dir } => export::write_rootfs(store, image, dir)
             .with_context(|| format!("writing the image's filesystem to {}", dir.display())),
         Output::Tar { dest } => {
-            let base = store.root().join("builder-tmp");
-            fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-            // Named `<pid>-…` like the builder's scratch directories, so a crash's leftovers
-            // are cleaned by the next build.
-            let scratch = tempfile::Builder::new()
-                .prefix(&format!("{}-export-", std::process::id()))
-                .tempdir_in(&base)
-                .with_context(|| format!("creating a directory in {}", base.display()))?;
+            let scratch = strata_builder::scratch_dir(store.root(), "export")
+                .context("creating a directory in the store's scratch area")?;
             write_dest(dest, |w| {
                 export::write_rootfs_tar(store, image, scratch.path(), source_date_epoch, w)
                     .context("writing the image's filesystem as a tar")

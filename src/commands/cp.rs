@@ -37,15 +37,10 @@ fn split(arg: &str) -> Option<(&str, &str)> {
     arg.split_once(':').filter(|(c, _)| !c.is_empty())
 }
 
-/// An empty directory under the store root for a tar's files, named `<pid>-cp-...` as the
-/// builder's scratch directories are, so a killed copy's leftovers go with the next build's.
+/// An empty directory for a tar's files, in the store's scratch area.
 fn scratch_dir(containers: &Containers) -> anyhow::Result<tempfile::TempDir> {
-    let base = containers.store().root().join("builder-tmp");
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    tempfile::Builder::new()
-        .prefix(&format!("{}-cp-", std::process::id()))
-        .tempdir_in(&base)
-        .with_context(|| format!("creating a directory in {}", base.display()))
+    strata_builder::scratch_dir(containers.store().root(), "cp")
+        .context("creating a directory in the store's scratch area")
 }
 
 pub fn run(args: CpArgs) -> anyhow::Result<ExitCode> {
