@@ -313,9 +313,13 @@ impl Containers {
     /// The host pids of a running container's processes (those in its pid namespace), in
     /// order: what `docker top` lists.
     pub fn pids(&self, name_or_id: &str) -> Result<Vec<i32>> {
-        let record = self.get(name_or_id)?;
-        let state = record.state;
-        let id = record.config.id;
+        self.pids_of(&self.get(name_or_id)?)
+    }
+
+    /// [`Containers::pids`] of a container already read.
+    pub(crate) fn pids_of(&self, record: &Record) -> Result<Vec<i32>> {
+        let state = &record.state;
+        let id = record.config.id.clone();
         let is_init = || state.pid > 0 && start_time(state.pid) == Some(state.pid_start);
         if state.status != Status::Running || !is_init() {
             return Err(Error::NotRunning(id));

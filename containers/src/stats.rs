@@ -3,6 +3,7 @@
 use strata_runtime::{CgroupUsage, cgroup_usage};
 
 use crate::error::{Error, Result};
+use crate::registry::Record;
 
 /// One reading of a running container's use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,10 +21,9 @@ pub struct Stats {
 }
 
 impl crate::Containers {
-    /// Reads what running container `name_or_id` uses now.
-    pub fn stats(&self, name_or_id: &str) -> Result<Stats> {
-        let record = self.get(name_or_id)?;
-        let pids = self.pids(&record.config.id)?;
+    /// Reads what the running container of `record` uses now.
+    pub fn stats(&self, record: &Record) -> Result<Stats> {
+        let pids = self.pids_of(record)?;
         let init = record.state.pid;
         let cgroup = cgroup_usage(init).map_err(|e| Error::Invalid(e.to_string()))?;
         let net = std::fs::read_to_string(format!("/proc/{init}/net/dev"))
@@ -36,8 +36,8 @@ impl crate::Containers {
             (read + r, write + w)
         });
         Ok(Stats {
-            id: record.config.id,
-            name: record.config.name,
+            id: record.config.id.clone(),
+            name: record.config.name.clone(),
             cgroup,
             net,
             block,

@@ -50,9 +50,7 @@ impl Cgroup {
             .map_err(io_err(Path::new("/proc/self/cgroup")))?;
         let v2_mount = match v2_root {
             Some(root) => Some(root.to_path_buf()),
-            None if is_cgroup2(Path::new("/sys/fs/cgroup")) => {
-                Some(PathBuf::from("/sys/fs/cgroup"))
-            }
+            None if cgroup_v2() => Some(PathBuf::from("/sys/fs/cgroup")),
             None => None,
         };
         let cgroup = match v2_mount {
@@ -365,6 +363,11 @@ fn join_cgroup(mount: &Path, current: &str, path: &str) -> PathBuf {
     base.join(path.trim_start_matches('/'))
 }
 
+/// Whether `/sys/fs/cgroup` is the unified (v2) hierarchy.
+pub fn cgroup_v2() -> bool {
+    is_cgroup2(Path::new("/sys/fs/cgroup"))
+}
+
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
 }
@@ -419,7 +422,7 @@ pub fn cgroup_usage(pid: i32) -> Result<CgroupUsage, CgroupError> {
         })
     };
     let unified = Path::new("/sys/fs/cgroup");
-    if is_cgroup2(unified) {
+    if cgroup_v2() {
         let rel = text
             .lines()
             .find_map(|l| l.strip_prefix("0::"))

@@ -45,7 +45,7 @@ mod stubs;
 pub mod user;
 
 pub use bundle::{ExternalRuntime, run_external};
-pub use cgroup::{CgroupError, CgroupUsage, cgroup_usage};
+pub use cgroup::{CgroupError, CgroupUsage, cgroup_usage, cgroup_v2};
 pub use launch::{Container, Exit, RunError, Sandbox, Stdio, StdioSet, pidfd_signal};
 pub use oci_spec::runtime::Spec;
 

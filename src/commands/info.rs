@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -45,8 +46,7 @@ fn info() -> anyhow::Result<Value> {
     let images = images.len();
     let driver = containers.snapshotter()?.driver().as_str();
     let uname = nix::sys::utsname::uname()?;
-    let cgroup_v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .is_ok_and(|s| s.filesystem_type().0 == 0x6367_7270);
+    let cgroup_v2 = strata_runtime::cgroup_v2();
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|text| {
@@ -55,15 +55,7 @@ fn info() -> anyhow::Result<Value> {
                 .map(|v| v.trim_matches('"').to_string())
         })
         .unwrap_or_else(|| "Linux".into());
-    let memory: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
+    let memory = memory_total()?;
     Ok(json!({
         "ID": "",
         "Containers": records.len(),
@@ -86,6 +78,17 @@ fn info() -> anyhow::Result<Value> {
         "DefaultRuntime": "strata",
         "Runtimes": {"strata": {}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
     }))
+}
+
+/// The machine's memory (`MemTotal`), in bytes.
+pub(super) fn memory_total() -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no MemTotal in /proc/meminfo")?;
+    Ok(kib * 1024)
 }
 
 /// The human form, as `docker info` lays its server section out.

@@ -13,6 +13,7 @@ use strata_containers::{Containers, Stats, Status};
 
 use super::container_output::open_containers;
 use super::image_output::{bytes_size, human_size, print_table};
+use super::info::memory_total;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -108,7 +109,7 @@ fn read_all(containers: &Containers, args: &StatsArgs) -> anyhow::Result<Vec<Rea
         .into_iter()
         .map(|r| Reading {
             // A container that stopped meanwhile reads as zero, as Docker shows it.
-            stats: containers.stats(&r.config.id).ok(),
+            stats: containers.stats(&r).ok(),
             id: r.config.id,
             name: r.config.name,
             system_ns,
@@ -123,25 +124,21 @@ struct Row {
 
 fn row(now: &Reading, before: Option<&Reading>, cpus: f64, memory_total: u64) -> Row {
     let usage = now.stats.as_ref().map(|s| s.cgroup).unwrap_or_default();
-    let cpu = match (
-        now.stats.as_ref(),
-        before.and_then(|b| b.stats.as_ref().zip(Some(b))),
-    ) {
-        (Some(n), Some((b, reading))) => {
-            let container = n
-                .cgroup
-                .cpu_ns
-                .unwrap_or(0)
-                .saturating_sub(b.cgroup.cpu_ns.unwrap_or(0));
-            let system = now.system_ns.saturating_sub(reading.system_ns);
-            if system > 0 {
-                container as f64 / system as f64 * cpus * 100.0
-            } else {
+    let earlier = before.and_then(|b| Some((b.stats.as_ref()?, b.system_ns)));
+    let cpu = now
+        .stats
+        .as_ref()
+        .zip(earlier)
+        .map_or(0.0, |(n, (b, system_before))| {
+            let container = n.cgroup.cpu_ns.unwrap_or(0);
+            let container = container.saturating_sub(b.cgroup.cpu_ns.unwrap_or(0));
+            let system = now.system_ns.saturating_sub(system_before);
+            if system == 0 {
                 0.0
+            } else {
+                container as f64 / system as f64 * cpus * 100.0
             }
-        }
-        _ => 0.0,
-    };
+        });
     let memory = usage.memory.unwrap_or(0);
     let limit = usage
         .memory_limit
@@ -191,15 +188,4 @@ fn system_cpu_ns() -> anyhow::Result<u64> {
     // SAFETY: sysconf(3) reads a constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(ticks.saturating_mul(1_000_000_000 / per_second))
-}
-
-/// The machine's memory (`MemTotal`), the limit shown for a container without one.
-fn memory_total() -> anyhow::Result<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no MemTotal in /proc/meminfo")?;
-    Ok(kib * 1024)
 }
