@@ -159,16 +159,11 @@ pub fn set_network(spec: &mut Spec, network: Network) {
     spec.set_linux(Some(linux));
 }
 
-/// Docker's `--cap-add`/`--cap-drop` over the default set (moby `caps.TweakCapabilities`):
-/// names in any case, with or without `CAP_`; `ALL` in `add` starts from every capability (less
-/// `drop`), `ALL` in `drop` keeps only `add`. The spec's seccomp profile follows the new set, as
-/// moby's default profile allows some system calls only with a capability: external runtimes
-/// (runc, crun) read it, strata's sandbox derives the same filter from the bounding set. Call
-/// before [`set_user`].
-pub fn tweak_capabilities(spec: &mut Spec, add: &[String], drop: &[String]) -> Result<(), String> {
-    if add.is_empty() && drop.is_empty() {
-        return Ok(());
-    }
+/// The capabilities Docker's `--cap-add`/`--cap-drop` make of the default set (moby
+/// `caps.TweakCapabilities`): names in any case, with or without `CAP_`; `ALL` in `add` starts
+/// from every capability (less `drop`), `ALL` in `drop` keeps only `add`. An unknown name is
+/// an error.
+pub fn capability_set(add: &[String], drop: &[String]) -> Result<Vec<String>, String> {
     let normalize = |names: &[String]| -> Result<Vec<String>, String> {
         let mut out: Vec<String> = Vec::new();
         for name in names {
@@ -188,14 +183,12 @@ pub fn tweak_capabilities(spec: &mut Spec, add: &[String], drop: &[String]) -> R
         Ok(out)
     };
     let (add, drop) = (normalize(add)?, normalize(drop)?);
-    let all = || {
+    let all_word = "ALL".to_string();
+    Ok(if add.contains(&all_word) {
         let mut all: Vec<String> = caps::all().iter().map(ToString::to_string).collect();
         all.sort();
+        all.retain(|c| !drop.contains(c));
         all
-    };
-    let all_word = "ALL".to_string();
-    let mut set: Vec<String> = if add.contains(&all_word) {
-        all().into_iter().filter(|c| !drop.contains(c)).collect()
     } else if drop.contains(&all_word) {
         add
     } else {
@@ -208,8 +201,18 @@ pub fn tweak_capabilities(spec: &mut Spec, add: &[String], drop: &[String]) -> R
                     .filter(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str())),
             )
             .collect()
-    };
-    set.dedup();
+    })
+}
+
+/// Gives the process [`capability_set`]'s capabilities. The spec's seccomp profile follows the
+/// new set, as moby's default profile allows some system calls only with a capability: external
+/// runtimes (runc, crun) read it, strata's sandbox derives the same filter from the bounding
+/// set. Call before [`set_user`].
+pub fn tweak_capabilities(spec: &mut Spec, add: &[String], drop: &[String]) -> Result<(), String> {
+    if add.is_empty() && drop.is_empty() {
+        return Ok(());
+    }
+    let set = capability_set(add, drop)?;
     let capabilities = serde_json::from_value(serde_json::json!({
         "bounding": set,
         "effective": set,

@@ -463,12 +463,8 @@ fn create_container(
         group_add: flags.group_add.clone(),
     };
     // Checked now, not at the first start: a typo is the create's error.
-    strata_runtime::spec::tweak_capabilities(
-        &mut strata_runtime::Spec::default(),
-        &host.cap_add,
-        &host.cap_drop,
-    )
-    .map_err(anyhow::Error::msg)?;
+    strata_runtime::spec::capability_set(&host.cap_add, &host.cap_drop)
+        .map_err(anyhow::Error::msg)?;
     if host.memory.is_some_and(|m| m < 6 * 1024 * 1024) {
         bail!("Minimum memory limit allowed is 6MB");
     }
