@@ -710,7 +710,7 @@ impl Containers {
     /// left out, as Docker keeps them in a layer of their own.
     pub fn changes(&self, name_or_id: &str) -> Result<Vec<strata_snapshotter::Change>> {
         let record = self.get(name_or_id)?;
-        let skip = |path: &Path| RUNTIME_MOUNT_POINTS.iter().any(|m| path == Path::new(m));
+        let skip = |path: &Path| strata_runtime::is_runtime_mount_point(&Path::new("/").join(path));
         self.on_rootfs(&record.config, |s| {
             s.docker_changes(&record.config.snapshot, &skip)
         })
@@ -840,19 +840,6 @@ impl Containers {
         Ok((removed, freed))
     }
 }
-
-/// What the runtime may make in a rootfs to mount over: Docker's init layer, whose entries its
-/// `diff` never shows (relative to the root).
-const RUNTIME_MOUNT_POINTS: [&str; 8] = [
-    "dev",
-    "proc",
-    "sys",
-    ".dockerenv",
-    "etc/hosts",
-    "etc/hostname",
-    "etc/resolv.conf",
-    "etc/mtab",
-];
 
 /// Unmounts `path` (lazily) when it is a mount point.
 fn unmount_if_mounted(path: &Path) -> Result<()> {

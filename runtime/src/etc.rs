@@ -62,20 +62,24 @@ pub fn resolv_conf_content(host: &str, network: Network) -> String {
     out
 }
 
+/// Where the generated files are mounted in a container.
+pub const MOUNTED_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
+
 /// Writes the files into `state_dir` and adds their bind mounts to `spec`.
 pub fn mount_etc_files(spec: &mut Spec, state_dir: &Path, files: &EtcFiles) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let [hosts, resolv_conf, hostname] = MOUNTED_FILES;
     let mut generated = vec![
-        ("hosts", hosts_content(files), "/etc/hosts"),
+        ("hosts", hosts_content(files), hosts),
         (
             "resolv.conf",
             resolv_conf_content(&host_resolv, files.network),
-            "/etc/resolv.conf",
+            resolv_conf,
         ),
     ];
     if files.hostname_file {
-        generated.push(("hostname", format!("{}\n", files.hostname), "/etc/hostname"));
+        generated.push(("hostname", format!("{}\n", files.hostname), hostname));
     }
     for (name, content, destination) in generated {
         let path = state_dir.join(name);

@@ -48,6 +48,7 @@ pub use bundle::{ExternalRuntime, run_external};
 pub use cgroup::{CgroupError, CgroupUsage, cgroup_usage, cgroup_v2};
 pub use launch::{Container, Exit, RunError, Sandbox, Stdio, StdioSet, pidfd_signal};
 pub use oci_spec::runtime::Spec;
+pub use stubs::is_runtime_mount_point;
 
 /// The first argument that makes the `strata` binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__strata-runtime-helper";

@@ -25,6 +25,16 @@ const SYSTEM_MOUNTS: &[&str] = &[
     "/sys/fs/cgroup",
 ];
 
+/// Whether `path` (absolute, in the container) is one the runtime mounts over in every
+/// container, or lies below one: what is there in the rootfs is the runtime's mount point, not
+/// the container's (Docker keeps the same in a layer of its own, which its `diff` never shows).
+pub fn is_runtime_mount_point(path: &Path) -> bool {
+    SYSTEM_MOUNTS.iter().any(|m| path.starts_with(m))
+        || crate::etc::MOUNTED_FILES
+            .iter()
+            .any(|f| path == Path::new(f))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Times {
     atime: (i64, i64),
