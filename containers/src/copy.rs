@@ -26,7 +26,6 @@ use rustix::fs::{
 };
 
 use crate::error::{Error, Result};
-use crate::fsutil::try_lock;
 use crate::process::start_time;
 use crate::record::{MountKind, Status};
 use crate::registry::{Containers, Record};
@@ -64,7 +63,7 @@ fn with_root<T>(
     containers: &Containers,
     record: &Record,
     container_path: &str,
-    f: impl FnOnce(&OwnedFd, &str) -> Result<T>,
+    mut f: impl FnMut(&OwnedFd, &str) -> Result<T>,
 ) -> Result<T> {
     let id = &record.config.id;
     let open_dir = |p: &Path| -> Result<OwnedFd> {
@@ -75,9 +74,8 @@ fn with_root<T>(
         )
         .map_err(|e| cp_err(p.display(), e))
     };
-    if let Some(_lock) = try_lock(&containers.monitor_lock_path(id), true)? {
-        // Not running: mount its snapshot, holding the monitor lock so none starts meanwhile.
-        let mount = containers.on_rootfs(&record.config, |s| s.mount(&record.config.snapshot))?;
+    // Not running: against its mounted snapshot, or the host directory of one of its mounts.
+    let stopped = containers.with_stopped_rootfs(&record.config, |rootfs| {
         // A path under one of its mounts goes to that mount's host directory.
         let parts = clean(container_path);
         let mut best: Option<(usize, PathBuf)> = None;
@@ -99,16 +97,14 @@ fn with_root<T>(
                 best = Some((dest.len(), host));
             }
         }
-        let (root, rest) = match best {
-            Some((n, host)) => (open_dir(&host)?, parts[n..].join("/")),
-            None => (open_dir(mount.path())?, parts.join("/")),
-        };
-        let result = f(&root, &rest);
-        drop(root);
-        mount
-            .unmount()
-            .map_err(|e| cp_err("unmounting the container's rootfs", e))?;
-        return result;
+        // The descriptor is closed when `f` returns, before the rootfs is unmounted.
+        match best {
+            Some((n, host)) => f(&open_dir(&host)?, &parts[n..].join("/")),
+            None => f(&open_dir(rootfs)?, &parts.join("/")),
+        }
+    })?;
+    if let Some(result) = stopped {
+        return Ok(result);
     }
     let state = containers.load(id)?.state;
     let is_init = || state.pid > 0 && start_time(state.pid) == Some(state.pid_start);

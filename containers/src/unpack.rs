@@ -3,11 +3,14 @@
 //! the same layers. Each layer snapshot is held in the store by `SnapshotHolder::Blob(layer
 //! digest)`: garbage collection deletes it with its layer blob.
 
+use std::path::Path;
+
 use strata_codec::Digest;
 use strata_snapshotter::{Snapshotter, chain_ids, chain_snapshot_id};
 use strata_store::{Image, Lease, SnapshotHolder, Store};
 
 use crate::error::{Error, Result};
+use crate::fsutil::try_lock;
 
 /// Makes sure every layer of `image` is unpacked and held; returns the id of the top snapshot
 /// (`None` for an image without layers). Hold `lease` for as long as the result is used
@@ -103,5 +106,28 @@ impl crate::Containers {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Runs `f` on the mounted rootfs of a container no monitor runs, holding the monitor lock
+    /// so none starts meanwhile, and unmounts it after; `None` (`f` not run) when it is running.
+    pub(crate) fn with_stopped_rootfs<T>(
+        &self,
+        config: &crate::ContainerConfig,
+        f: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(_lock) = try_lock(&self.monitor_lock_path(&config.id), true)? else {
+            return Ok(None);
+        };
+        let mount = self.on_rootfs(config, |s| s.mount(&config.snapshot))?;
+        let result = f(mount.path());
+        let unmounted = mount.unmount().map_err(|e| {
+            Error::Invalid(format!(
+                "unmounting the rootfs of container {}: {e}",
+                config.id
+            ))
+        });
+        let value = result?;
+        unmounted?;
+        Ok(Some(value))
     }
 }
