@@ -162,7 +162,12 @@ pub fn run(cmd: VolumeCommand) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("bad format of filter (expected name=value): {f}"))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            let records = containers.list()?;
+            // Every container is read only when `dangling` asks which volumes they use.
+            let records = if filters.iter().any(|(k, _)| k == "dangling") {
+                containers.list()?
+            } else {
+                Vec::new()
+            };
             let in_use: HashSet<&str> = records.iter().flat_map(Record::volumes).collect();
             let mut list = Vec::new();
             for v in volumes.list()? {
